@@ -11,9 +11,26 @@
 //! holds back only the later events of its own key.
 #![warn(missing_docs)]
 
+mod error;
 mod event;
+#[cfg(any(test, feature = "testing"))]
+pub mod memory;
+mod message;
+mod relay;
+mod retry;
+mod store;
+mod transport;
 
+pub use error::{EncodeError, PublishError, RelayError, StoreError};
 pub use event::{EventKey, OutboxEvent, StaticOutboxEvent};
+pub use message::{validate_topic, ClaimedEvent, NewMessage};
+pub use relay::{PassReport, Relay, RelayConfig, RelayStats};
+pub use retry::RetryPolicy;
+pub use store::{Completion, CompletionReport, DeadLetter, LeaseOwner, Retry, Store};
+pub use transport::Transport;
+
+/// Re-exported for [`Relay::run`]'s shutdown signal.
+pub use tokio_util::sync::CancellationToken;
 
 /// `#[derive(OutboxEvent)]`: see the crate-level docs of `outbox-derive` for every attribute.
 #[cfg(feature = "derive")]
@@ -26,12 +43,13 @@ pub mod __private {
     pub use ::std::borrow::Cow;
 
     /// Implemented for every serializable type; the derive asserts it so that a type that is not `Serialize`
-    /// gets one error that says so.
+    /// gets one error that says so. `Serialize` is its supertrait so that the derive's `Self: AssertSerialize`
+    /// bound also proves `OutboxEvent`'s supertrait without naming serde.
     #[diagnostic::on_unimplemented(
         message = "`{Self}` must implement `serde::Serialize` to be an outbox event",
         label = "the event's payload is its serde serialization",
         note = "add `#[derive(serde::Serialize)]` to `{Self}`"
     )]
-    pub trait AssertSerialize {}
+    pub trait AssertSerialize: serde::Serialize {}
     impl<T: ?Sized + serde::Serialize> AssertSerialize for T {}
 }

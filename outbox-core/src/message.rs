@@ -1,0 +1,122 @@
+//! The records that travel from `enqueue` through the outbox table to the broker.
+
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use crate::error::EncodeError;
+use crate::OutboxEvent;
+
+/// An event serialized and ready to be written to the outbox table; made by [`NewMessage::from_event`].
+///
+/// Backends write it; users rarely see it.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// The event id (UUID v7): sent as the `event-id` header so consumers can drop duplicates.
+    pub id: Uuid,
+    /// The Kafka topic.
+    pub topic: String,
+    /// The message key, also the aggregate id and the unit of ordering.
+    pub key: String,
+    /// The event type.
+    pub event_type: String,
+    /// The aggregate type.
+    pub aggregate_type: String,
+    /// The payload schema version.
+    pub version: Option<u32>,
+    /// The payload as JSON.
+    pub payload: Box<RawValue>,
+    /// Extra headers to send with the message (e.g. trace context).
+    pub headers: Vec<(String, String)>,
+}
+
+impl NewMessage {
+    /// Serializes `event` and gives it a fresh UUID v7 id.
+    ///
+    /// # Errors
+    /// [`EncodeError::Payload`] when serde fails, [`EncodeError::InvalidTopic`] when the event names a topic
+    /// Kafka would refuse (only possible with a hand-written `OutboxEvent` impl: the derive checks it).
+    pub fn from_event<E: OutboxEvent + ?Sized>(event: &E) -> Result<Self, EncodeError> {
+        let topic = event.topic();
+        validate_topic(topic).map_err(|reason| EncodeError::InvalidTopic {
+            topic: topic.to_owned(),
+            reason,
+        })?;
+        let payload = serde_json::value::to_raw_value(event).map_err(EncodeError::Payload)?;
+        Ok(NewMessage {
+            id: Uuid::now_v7(),
+            topic: topic.to_owned(),
+            key: event.key().into_owned(),
+            event_type: event.event_type().to_owned(),
+            aggregate_type: event.aggregate_type().to_owned(),
+            version: event.version(),
+            payload,
+            headers: Vec::new(),
+        })
+    }
+}
+
+/// An outbox row claimed by a relay: leased to it until published, retried, dead-lettered or released.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedEvent {
+    /// The event id.
+    pub id: Uuid,
+    /// The position in the outbox: for one key, the order its transactions committed.
+    pub seq: i64,
+    /// The Kafka topic.
+    pub topic: String,
+    /// The message key (and aggregate id).
+    pub key: String,
+    /// The event type.
+    pub event_type: String,
+    /// The aggregate type.
+    pub aggregate_type: String,
+    /// The payload schema version.
+    pub version: Option<u32>,
+    /// The payload as JSON text.
+    pub payload: String,
+    /// Extra headers stored with the event.
+    pub headers: Vec<(String, String)>,
+    /// Publish attempts made so far, counting the one this claim starts.
+    pub attempts: u32,
+    /// The error of the previous attempt, if any.
+    pub last_error: Option<String>,
+}
+
+/// Checks a topic name against Kafka's rules: 1–249 characters of ASCII letters, digits, `.`, `_` and `-`,
+/// and not `.` or `..`.
+///
+/// # Errors
+/// A sentence saying which rule the name breaks.
+pub fn validate_topic(topic: &str) -> Result<(), &'static str> {
+    if topic.is_empty() {
+        return Err("a topic name cannot be empty");
+    }
+    if topic == "." || topic == ".." {
+        return Err("a topic name cannot be `.` or `..`");
+    }
+    if topic.len() > 249 {
+        return Err("a topic name is at most 249 characters long");
+    }
+    if !topic
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err("a topic name may only contain ASCII letters, digits, `.`, `_` and `-`");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_rules_follow_kafka() {
+        assert!(validate_topic("batch.events").is_ok());
+        assert!(validate_topic("a_b-C.9").is_ok());
+        assert!(validate_topic(&"x".repeat(249)).is_ok());
+        for bad in ["", ".", "..", "with space", "a/b", "é", &"x".repeat(250)] {
+            assert!(validate_topic(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+}

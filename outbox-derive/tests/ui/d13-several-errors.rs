@@ -1,0 +1,13 @@
+use outbox_core::OutboxEvent;
+use serde::Serialize;
+
+#[derive(Serialize, OutboxEvent)]
+#[outbox(aggregat = "order")]
+struct OrderPlaced {
+    #[outbox(key)]
+    order_id: u64,
+    #[outbox(key)]
+    customer_id: u64,
+}
+
+fn main() {}

@@ -1,0 +1,31 @@
+-- outbox schema v1 for "public"."outbox"
+CREATE TABLE IF NOT EXISTS "public"."outbox" (
+    id             uuid        PRIMARY KEY,
+    seq            bigint      GENERATED ALWAYS AS IDENTITY,
+    topic          text        NOT NULL,
+    event_key      text        NOT NULL,
+    aggregate_type text        NOT NULL,
+    aggregate_id   text        NOT NULL,
+    event_type     text        NOT NULL,
+    event_version  integer,
+    payload        jsonb       NOT NULL,
+    headers        jsonb       NOT NULL DEFAULT '[]',
+    status         text        NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'published', 'dead')),
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    available_at   timestamptz NOT NULL DEFAULT now(),
+    published_at   timestamptz,
+    retry_count    integer     NOT NULL DEFAULT 0,
+    last_error     text,
+    lease_owner    uuid,
+    lease_until    timestamptz,
+    dead_at        timestamptz
+);
+COMMENT ON COLUMN "public"."outbox".seq IS 'outbox position; for one key, the order its transactions committed';
+COMMENT ON COLUMN "public"."outbox".retry_count IS 'publish attempts made, counted when an attempt starts';
+-- The claim walks pending rows in outbox order...
+CREATE UNIQUE INDEX IF NOT EXISTS outbox_pending_seq ON "public"."outbox" (seq) WHERE status = 'pending';
+-- ...and looks up earlier pending rows of the same key.
+CREATE INDEX IF NOT EXISTS outbox_pending_key ON "public"."outbox" (topic, event_key, seq) WHERE status = 'pending';
+-- Retention cleanup and dead-letter listings.
+CREATE INDEX IF NOT EXISTS outbox_published_at ON "public"."outbox" (published_at) WHERE status = 'published';
+CREATE INDEX IF NOT EXISTS outbox_dead ON "public"."outbox" (seq) WHERE status = 'dead';

@@ -1,0 +1,39 @@
+//! Errors of the PostgreSQL backend.
+
+/// An error from the PostgreSQL outbox.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The event could not be encoded; nothing was written and the transaction is still usable.
+    #[error(transparent)]
+    Encode(#[from] outbox_core::EncodeError),
+    /// A configured schema or table name is not a plain identifier.
+    #[error("{0:?} is not a plain SQL identifier (ASCII letters, digits and `_`, not starting with a digit, at most 63 bytes)")]
+    InvalidIdentifier(String),
+    /// The outbox table is missing: run the migration.
+    #[error("the outbox table {table} is missing or out of date: run outbox_postgres::migrate(&pool) (or apply outbox-postgres/migrations/0001_outbox.sql)")]
+    MissingMigration {
+        /// The table that was looked for.
+        table: String,
+    },
+    /// The database failed.
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+}
+
+impl Error {
+    pub(crate) fn from_sqlx(error: sqlx::Error, table: &crate::TableName) -> Self {
+        if is_missing_schema(&error) {
+            Error::MissingMigration {
+                table: table.quoted(),
+            }
+        } else {
+            Error::Database(error)
+        }
+    }
+}
+
+/// Undefined table or column: the migration was not applied.
+pub(crate) fn is_missing_schema(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("42P01") | Some("42703")))
+}

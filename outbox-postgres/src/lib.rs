@@ -1,0 +1,62 @@
+//! # outbox-postgres
+//!
+//! The PostgreSQL side of the transactional outbox: [`EnqueueExt::enqueue`] writes an event in your own
+//! transaction, [`PgStore`] lets a [`Relay`](outbox_core::Relay) claim and mark events, and [`migrate`] creates
+//! the table (the same SQL ships as `migrations/0001_outbox.sql` for other migration tools).
+//!
+//! ## How order is kept
+//! `enqueue` takes a transaction-scoped advisory lock on the event's `(topic, key)` before the row takes its
+//! position (`seq`), so transactions that enqueue events of one key take positions in commit order. A relay
+//! claims an event only when no earlier pending event of its key is leased or waiting for a retry. Claims are
+//! serialized per table by a short advisory lock, leases are checked on every mark, and all times come from
+//! the database clock.
+//!
+//! ## Delivery semantics
+//! At least once: published if and only if the enqueuing transaction commits; sent again (same event id)
+//! when a relay dies after the broker acknowledged and before it marked.
+#![warn(missing_docs)]
+
+mod config;
+mod enqueue;
+mod error;
+mod listen;
+mod sql;
+mod store;
+
+pub use config::{PgOutboxConfig, TableName};
+pub use enqueue::{EnqueueExt, PgOutbox};
+pub use error::Error;
+pub use store::PgStore;
+
+/// The outbox core crate, for `#[outbox(crate = "outbox_postgres::core")]` when you depend on this crate only.
+pub use outbox_core as core;
+
+/// Creates the default outbox table (`public.outbox`) and its indexes if they do not exist. Safe to run on
+/// every start, from several processes at once.
+///
+/// # Errors
+/// [`Error::Database`] when the DDL fails.
+pub async fn migrate(pool: &sqlx::PgPool) -> Result<(), Error> {
+    migrate_with(pool, &PgOutboxConfig::default()).await
+}
+
+/// Like [`migrate`], for the table in `config`.
+///
+/// # Errors
+/// [`Error::Database`] when the DDL fails.
+pub async fn migrate_with(pool: &sqlx::PgPool, config: &PgOutboxConfig) -> Result<(), Error> {
+    let queries = sql::Queries::new(config);
+    let mut tx = pool.begin().await.map_err(Error::Database)?;
+    // Concurrent CREATE ... IF NOT EXISTS can still collide; one migrator at a time.
+    sqlx::query("SELECT pg_advisory_xact_lock($1, 1)")
+        .bind(config.table.tag() ^ 0x2000_0000)
+        .execute(&mut *tx)
+        .await
+        .map_err(Error::Database)?;
+    sqlx::raw_sql(&queries.migration)
+        .execute(&mut *tx)
+        .await
+        .map_err(Error::Database)?;
+    tx.commit().await.map_err(Error::Database)?;
+    Ok(())
+}

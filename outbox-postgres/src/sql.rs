@@ -1,0 +1,179 @@
+//! Every SQL statement of the outbox, rendered once for a configured table. The table name is a validated,
+//! quoted identifier; all values are bind parameters.
+
+use crate::config::PgOutboxConfig;
+
+/// The schema, as shipped in `migrations/0001_outbox.sql` for the default table (a test keeps the two equal).
+/// `{table}` is the quoted table name, `{name}` its bare name for index names.
+const MIGRATION: &str = r#"-- outbox schema v1 for {table}
+CREATE TABLE IF NOT EXISTS {table} (
+    id             uuid        PRIMARY KEY,
+    seq            bigint      GENERATED ALWAYS AS IDENTITY,
+    topic          text        NOT NULL,
+    event_key      text        NOT NULL,
+    aggregate_type text        NOT NULL,
+    aggregate_id   text        NOT NULL,
+    event_type     text        NOT NULL,
+    event_version  integer,
+    payload        jsonb       NOT NULL,
+    headers        jsonb       NOT NULL DEFAULT '[]',
+    status         text        NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'published', 'dead')),
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    available_at   timestamptz NOT NULL DEFAULT now(),
+    published_at   timestamptz,
+    retry_count    integer     NOT NULL DEFAULT 0,
+    last_error     text,
+    lease_owner    uuid,
+    lease_until    timestamptz,
+    dead_at        timestamptz
+);
+COMMENT ON COLUMN {table}.seq IS 'outbox position; for one key, the order its transactions committed';
+COMMENT ON COLUMN {table}.retry_count IS 'publish attempts made, counted when an attempt starts';
+-- The claim walks pending rows in outbox order...
+CREATE UNIQUE INDEX IF NOT EXISTS {name}_pending_seq ON {table} (seq) WHERE status = 'pending';
+-- ...and looks up earlier pending rows of the same key.
+CREATE INDEX IF NOT EXISTS {name}_pending_key ON {table} (topic, event_key, seq) WHERE status = 'pending';
+-- Retention cleanup and dead-letter listings.
+CREATE INDEX IF NOT EXISTS {name}_published_at ON {table} (published_at) WHERE status = 'published';
+CREATE INDEX IF NOT EXISTS {name}_dead ON {table} (seq) WHERE status = 'dead';
+"#;
+
+/// The statements for one table.
+#[derive(Debug, Clone)]
+pub(crate) struct Queries {
+    pub migration: String,
+    pub check_schema: String,
+    pub insert_one: String,
+    pub insert_many: String,
+    pub claim_lock: String,
+    pub claim: String,
+    pub extend_lease: String,
+    pub mark_published: String,
+    pub schedule_retry: String,
+    pub dead_letter: String,
+    pub release: String,
+    pub delete_published: String,
+    pub replay: String,
+}
+
+impl Queries {
+    pub fn new(config: &PgOutboxConfig) -> Self {
+        let table = config.table.quoted();
+        let tag = config.table.tag();
+        // Advisory lock namespaces: keys and the claim use different class ids.
+        let key_class = tag;
+        let claim_class = tag ^ 0x4000_0000;
+        let notify = if config.notify {
+            format!(", pg_notify('{}', '')", config.channel())
+        } else {
+            String::new()
+        };
+        let mark_published = if config.keep_published {
+            format!(
+                "UPDATE {table} SET status = 'published', published_at = now(), lease_owner = NULL, lease_until = NULL \
+                 WHERE id = ANY($2) AND lease_owner = $1 AND status = 'pending' RETURNING id"
+            )
+        } else {
+            format!(
+                "DELETE FROM {table} WHERE id = ANY($2) AND lease_owner = $1 AND status = 'pending' RETURNING id"
+            )
+        };
+        Queries {
+            migration: MIGRATION
+                .replace("{table}", &table)
+                .replace("{name}", config.table.table()),
+            check_schema: format!(
+                "SELECT id, seq, topic, event_key, aggregate_type, aggregate_id, event_type, event_version, payload, \
+                 headers, status, created_at, available_at, published_at, retry_count, last_error, lease_owner, \
+                 lease_until, dead_at FROM {table} LIMIT 0"
+            ),
+            // Locking the key before the row takes its `seq` (the identity is evaluated after the CTE) makes
+            // transactions of one key take their positions in commit order.
+            insert_one: format!(
+                "WITH key_lock AS MATERIALIZED (SELECT pg_advisory_xact_lock({key_class}, hashtext($2 || chr(31) || $3)){notify}) \
+                 INSERT INTO {table} (id, topic, event_key, aggregate_type, aggregate_id, event_type, event_version, payload, headers) \
+                 SELECT $1, $2, $3, $4, $3, $5, $6, $7::text::jsonb, $8::text::jsonb FROM key_lock"
+            ),
+            // Keys are locked in a fixed order, so two batches sharing keys cannot deadlock on each other.
+            insert_many: format!(
+                "WITH input AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[], $7::text[], $8::text[]) \
+                   WITH ORDINALITY AS i(id, topic, event_key, aggregate_type, event_type, event_version, payload, headers, ord)), \
+                 key_locks AS MATERIALIZED (SELECT count(*) AS n FROM (SELECT pg_advisory_xact_lock({key_class}, h) FROM \
+                   (SELECT DISTINCT hashtext(topic || chr(31) || event_key) AS h FROM input) AS hashes ORDER BY h) AS locked{notify_many}) \
+                 INSERT INTO {table} (id, topic, event_key, aggregate_type, aggregate_id, event_type, event_version, payload, headers) \
+                 SELECT i.id, i.topic, i.event_key, i.aggregate_type, i.event_key, i.event_type, i.event_version, i.payload::jsonb, i.headers::jsonb \
+                 FROM input AS i CROSS JOIN key_locks ORDER BY i.ord",
+                notify_many = if config.notify {
+                    format!(" CROSS JOIN (SELECT pg_notify('{}', '')) AS wake", config.channel())
+                } else {
+                    String::new()
+                }
+            ),
+            // Claims are serialized per table so that two relays never take events of one key at once; the
+            // claim statement runs after the lock, in the same transaction, so it sees the previous claim.
+            claim_lock: format!("SELECT pg_advisory_xact_lock({claim_class}, 0)"),
+            // A row is claimable when no earlier pending row of its key is leased or waiting for a retry; the
+            // claimable rows of a key are therefore a prefix of its pending rows, and taking the lowest `seq`
+            // first keeps every key's prefix whole.
+            claim: format!(
+                "WITH candidates AS ( \
+                   SELECT o.id FROM {table} AS o \
+                   WHERE o.status = 'pending' AND o.available_at <= now() \
+                     AND (o.lease_until IS NULL OR o.lease_until <= now()) \
+                     AND NOT EXISTS ( \
+                       SELECT 1 FROM {table} AS e \
+                       WHERE e.topic = o.topic AND e.event_key = o.event_key AND e.seq < o.seq AND e.status = 'pending' \
+                         AND (e.available_at > now() OR e.lease_until > now())) \
+                   ORDER BY o.seq LIMIT $2) \
+                 UPDATE {table} AS o SET lease_owner = $1, lease_until = now() + make_interval(secs => $3), \
+                   retry_count = o.retry_count + 1 \
+                 FROM candidates AS c \
+                 WHERE o.id = c.id AND o.status = 'pending' AND (o.lease_until IS NULL OR o.lease_until <= now()) \
+                 RETURNING o.id, o.seq, o.topic, o.event_key, o.event_type, o.aggregate_type, o.event_version, \
+                   o.payload::text AS payload, o.headers::text AS headers, o.retry_count, o.last_error"
+            ),
+            extend_lease: format!(
+                "UPDATE {table} SET lease_until = now() + make_interval(secs => $3) \
+                 WHERE id = ANY($2) AND lease_owner = $1 AND status = 'pending' RETURNING id"
+            ),
+            mark_published,
+            schedule_retry: format!(
+                "UPDATE {table} AS o SET lease_owner = NULL, lease_until = NULL, \
+                   available_at = now() + make_interval(secs => r.delay), last_error = r.error \
+                 FROM unnest($2::uuid[], $3::float8[], $4::text[]) AS r(id, delay, error) \
+                 WHERE o.id = r.id AND o.lease_owner = $1 AND o.status = 'pending' RETURNING o.id"
+            ),
+            dead_letter: format!(
+                "UPDATE {table} AS o SET status = 'dead', dead_at = now(), lease_owner = NULL, lease_until = NULL, \
+                   last_error = d.error \
+                 FROM unnest($2::uuid[], $3::text[]) AS d(id, error) \
+                 WHERE o.id = d.id AND o.lease_owner = $1 AND o.status = 'pending' RETURNING o.id"
+            ),
+            release: format!(
+                "UPDATE {table} SET lease_owner = NULL, lease_until = NULL, retry_count = greatest(retry_count - 1, 0) \
+                 WHERE id = ANY($2) AND lease_owner = $1 AND status = 'pending' RETURNING id"
+            ),
+            delete_published: format!(
+                "DELETE FROM {table} WHERE id IN ( \
+                   SELECT id FROM {table} WHERE status = 'published' AND published_at <= now() - make_interval(secs => $1) \
+                   ORDER BY published_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+            ),
+            // A replayed event keeps its `seq`, so it goes back into its key's order.
+            replay: format!(
+                "UPDATE {table} SET status = 'pending', retry_count = 0, available_at = now(), dead_at = NULL \
+                 WHERE id = ANY($1) AND status = 'dead' RETURNING id"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_migration_file_is_the_default_rendering() {
+        let shipped = include_str!("../migrations/0001_outbox.sql");
+        assert_eq!(shipped, Queries::new(&PgOutboxConfig::default()).migration);
+    }
+}
