@@ -288,6 +288,7 @@ impl Relay {
     }
 
     async fn pass(&self, shutdown: &CancellationToken) -> Result<PassReport, StoreError> {
+        let started = tokio::time::Instant::now();
         let batch = self
             .store
             .claim_batch(self.owner, self.config.batch_size, self.config.lease)
@@ -297,6 +298,7 @@ impl Relay {
             return Ok(PassReport::default());
         }
         let claimed = batch.len();
+        let claim_done = tokio::time::Instant::now();
 
         // Events whose every allowed attempt was started without a result (the relays holding them died).
         let (exhausted, to_publish): (Vec<&ClaimedEvent>, Vec<&ClaimedEvent>) = batch
@@ -308,6 +310,7 @@ impl Relay {
             .publish_with_heartbeat(&to_publish, shutdown)
             .instrument(info_span!("outbox.publish", events = to_publish.len()))
             .await;
+        let publish_done = tokio::time::Instant::now();
         let mut completion = match results {
             Some(results) => decide(&to_publish, results, &self.config),
             None => Decision {
@@ -343,6 +346,13 @@ impl Relay {
                 released = c.released.len()
             ))
             .await?;
+        debug!(
+            claimed,
+            claim_ms = (claim_done - started).as_secs_f64() * 1e3,
+            publish_ms = (publish_done - claim_done).as_secs_f64() * 1e3,
+            mark_ms = publish_done.elapsed().as_secs_f64() * 1e3,
+            "relay pass done"
+        );
         if !report.lease_lost.is_empty() {
             warn!(
                 owner = %self.owner,

@@ -70,6 +70,9 @@ pub enum Error {
     /// librdkafka refused the configuration.
     #[error("could not create the Kafka producer")]
     Client(#[source] KafkaError),
+    /// The cluster did not answer a metadata request in time.
+    #[error("the Kafka cluster did not answer")]
+    Unreachable(#[source] KafkaError),
 }
 
 /// Settings of a [`KafkaTransport`].
@@ -171,6 +174,27 @@ impl KafkaTransport {
             config,
             producer: Mutex::new(producer),
         })
+    }
+
+    /// Connects to the cluster and fetches the metadata of `topics`, so that the first batch does not pay for
+    /// it. Use it at start-up to fail fast, or as a readiness check.
+    ///
+    /// # Errors
+    /// [`Error::Unreachable`] when the cluster does not answer within `timeout`.
+    pub async fn ready(&self, topics: &[&str], timeout: Duration) -> Result<(), Error> {
+        let producer = self.current_producer();
+        let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+        let fetch = tokio::task::spawn_blocking(move || -> Result<(), KafkaError> {
+            producer.client().fetch_metadata(None, timeout)?;
+            for topic in &topics {
+                producer.client().fetch_metadata(Some(topic), timeout)?;
+            }
+            Ok(())
+        });
+        match fetch.await {
+            Ok(result) => result.map_err(Error::Unreachable),
+            Err(_) => Err(Error::Unreachable(KafkaError::Canceled)),
+        }
     }
 
     fn current_producer(&self) -> FutureProducer {

@@ -71,7 +71,7 @@ async fn a_payload_that_cannot_serialize_writes_nothing_and_leaves_the_transacti
     assert_eq!(count(&pool, &config, "true").await, 1);
 
     let error = outbox
-        .enqueue_all(&mut *pool.acquire().await.expect("conn"), &[bad])
+        .enqueue_all(&mut pool.acquire().await.expect("conn"), &[bad])
         .await
         .expect_err("must fail");
     assert!(matches!(error, Error::Encode(_)));
@@ -404,4 +404,42 @@ async fn marks_from_a_relay_that_lost_its_lease_are_refused_and_reported() {
         .expect("complete");
     assert!(report.lease_lost.is_empty());
     assert_eq!(count(&pool, &config, "true").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_event_wakes_an_idle_relay_long_before_its_poll_interval() {
+    let pool = common::pool().await;
+    let config = common::fresh_outbox(&pool, "wakeup").await;
+    let outbox = common::outbox(&config);
+    let transport = MemoryTransport::new();
+    let relay = Relay::new(
+        PgStore::new(pool.clone(), config.clone()),
+        transport.clone(),
+        RelayConfig {
+            poll_interval: Duration::from_secs(30),
+            ..RelayConfig::default()
+        },
+    );
+    let shutdown = outbox_core::CancellationToken::new();
+    let token = shutdown.clone();
+    let running = tokio::spawn(async move { relay.run(token).await });
+    // Let the relay find nothing and go to sleep.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut tx = pool.begin().await.expect("begin");
+    outbox
+        .enqueue(&mut tx, &step("k", 1))
+        .await
+        .expect("enqueue");
+    tx.commit().await.expect("commit");
+    let committed = std::time::Instant::now();
+    while transport.published().is_empty() {
+        assert!(
+            committed.elapsed() < Duration::from_secs(5),
+            "the relay was not woken by the commit"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    shutdown.cancel();
+    running.await.expect("task").expect("relay");
 }

@@ -322,8 +322,12 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..options.relays {
         let store = PgStore::new(pool.clone(), PgOutboxConfig::default());
         store.check_schema().await?;
+        let kafka = KafkaTransport::new(KafkaTransportConfig::new(&brokers).set("linger.ms", "2"))?;
+        kafka
+            .ready(&[BATCH_TOPIC, PIPELINE_TOPIC], Duration::from_secs(10))
+            .await?;
         let transport = TimedTransport {
-            inner: KafkaTransport::new(KafkaTransportConfig::new(&brokers).set("linger.ms", "2"))?,
+            inner: kafka,
             acked_at: acked_at.clone(),
         };
         let relay = Relay::new(store, transport, RelayConfig::default());
