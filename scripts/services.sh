@@ -73,6 +73,8 @@ fsync = off
 synchronous_commit = off
 full_page_writes = off
 shared_buffers = 256MB
+# Tests compress minutes of queue churn into seconds; let autovacuum look often enough to keep up.
+autovacuum_naptime = 1s
 CONF
   fi
   runuser -u postgres -- "$pg_bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 30 start >/dev/null

@@ -144,12 +144,25 @@ impl TopicReader {
         Ok(TopicReader { consumer })
     }
 
-    /// The next message, or `None` if none arrives within `wait`.
+    /// The next message, or `None` if none arrives within `wait`. Transient consumer errors (a broker that is
+    /// briefly unreachable) are logged and waited out.
     pub async fn next(&self, wait: Duration) -> anyhow::Result<Option<ReceivedMessage>> {
-        match tokio::time::timeout(wait, self.consumer.recv()).await {
-            Err(_) => Ok(None),
-            Ok(Err(e)) => Err(e).context("consume"),
-            Ok(Ok(m)) => {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Err(_) => return Ok(None),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "consumer error; still reading");
+                    continue;
+                }
+                Ok(Ok(m)) => return Ok(Some(Self::received(&m))),
+            }
+        }
+    }
+
+    fn received(m: &rdkafka::message::BorrowedMessage<'_>) -> ReceivedMessage {
+        {
+            {
                 let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
                 let mut headers = Vec::new();
                 if let Some(h) = m.headers() {
@@ -160,14 +173,14 @@ impl TopicReader {
                         ));
                     }
                 }
-                Ok(Some(ReceivedMessage {
+                ReceivedMessage {
                     topic: m.topic().to_owned(),
                     partition: m.partition(),
                     offset: m.offset(),
                     key: m.key().map(text),
                     payload: m.payload().map(text),
                     headers,
-                }))
+                }
             }
         }
     }

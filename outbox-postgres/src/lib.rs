@@ -26,7 +26,7 @@ mod store;
 pub use config::{PgOutboxConfig, TableName};
 pub use enqueue::{EnqueueExt, PgOutbox};
 pub use error::Error;
-pub use store::PgStore;
+pub use store::{DeadEvent, PgStore, ReplaySelector};
 
 /// The outbox core crate, for `#[outbox(crate = "outbox_postgres::core")]` when you depend on this crate only.
 pub use outbox_core as core;

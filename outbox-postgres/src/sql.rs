@@ -27,12 +27,16 @@ CREATE TABLE IF NOT EXISTS {table} (
     lease_until    timestamptz,
     dead_at        timestamptz
 );
+-- A queue table: rows are inserted, updated and deleted all the time; vacuum it early so dead rows do not pile up.
+ALTER TABLE {table} SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000,
+                         autovacuum_vacuum_insert_scale_factor = 0.05, autovacuum_analyze_scale_factor = 0.02);
 COMMENT ON COLUMN {table}.seq IS 'outbox position; for one key, the order its transactions committed';
 COMMENT ON COLUMN {table}.retry_count IS 'publish attempts made, counted when an attempt starts';
+COMMENT ON COLUMN {table}.lease_until IS 'claimed until (with lease_owner), or waiting for a retry until (without): the key is blocked until then';
 -- The claim walks pending rows in outbox order...
 CREATE UNIQUE INDEX IF NOT EXISTS {name}_pending_seq ON {table} (seq) WHERE status = 'pending';
--- ...and looks up earlier pending rows of the same key.
-CREATE INDEX IF NOT EXISTS {name}_pending_key ON {table} (topic, event_key, seq) WHERE status = 'pending';
+-- ...skipping keys with a row in flight or waiting for a retry: the few pending rows with a lease_until.
+CREATE INDEX IF NOT EXISTS {name}_leased ON {table} (lease_until) WHERE status = 'pending' AND lease_until IS NOT NULL;
 -- Retention cleanup and dead-letter listings.
 CREATE INDEX IF NOT EXISTS {name}_published_at ON {table} (published_at) WHERE status = 'published';
 CREATE INDEX IF NOT EXISTS {name}_dead ON {table} (seq) WHERE status = 'dead';
@@ -54,6 +58,9 @@ pub(crate) struct Queries {
     pub release: String,
     pub delete_published: String,
     pub replay: String,
+    pub replay_key: String,
+    pub replay_all: String,
+    pub list_dead: String,
 }
 
 impl Queries {
@@ -112,18 +119,22 @@ impl Queries {
             // Claims are serialized per table so that two relays never take events of one key at once; the
             // claim statement runs after the lock, in the same transaction, so it sees the previous claim.
             claim_lock: format!("SELECT pg_advisory_xact_lock({claim_class}, 0)"),
-            // A row is claimable when no earlier pending row of its key is leased or waiting for a retry; the
-            // claimable rows of a key are therefore a prefix of its pending rows, and taking the lowest `seq`
-            // first keeps every key's prefix whole.
+            // A key is blocked from its first pending row that is leased or waiting for a retry (both have a
+            // `lease_until` in the future); a row is claimable when it is not itself blocked and no earlier row
+            // of its key blocks it. The claimable rows of a key are therefore a prefix of its pending rows, and
+            // taking the lowest `seq` first keeps every key's prefix whole. The blocked set is small (rows in
+            // flight or waiting), read once through its partial index, so the claim costs the same whatever
+            // the backlog behind a key.
             claim: format!(
-                "WITH candidates AS ( \
+                "WITH blocked AS MATERIALIZED ( \
+                   SELECT topic, event_key, min(seq) AS from_seq FROM {table} \
+                   WHERE status = 'pending' AND lease_until IS NOT NULL AND lease_until > now() \
+                   GROUP BY topic, event_key), \
+                 candidates AS ( \
                    SELECT o.id FROM {table} AS o \
-                   WHERE o.status = 'pending' AND o.available_at <= now() \
-                     AND (o.lease_until IS NULL OR o.lease_until <= now()) \
-                     AND NOT EXISTS ( \
-                       SELECT 1 FROM {table} AS e \
-                       WHERE e.topic = o.topic AND e.event_key = o.event_key AND e.seq < o.seq AND e.status = 'pending' \
-                         AND (e.available_at > now() OR e.lease_until > now())) \
+                   WHERE o.status = 'pending' AND (o.lease_until IS NULL OR o.lease_until <= now()) \
+                     AND NOT EXISTS (SELECT 1 FROM blocked AS b \
+                       WHERE b.topic = o.topic AND b.event_key = o.event_key AND b.from_seq < o.seq) \
                    ORDER BY o.seq LIMIT $2) \
                  UPDATE {table} AS o SET lease_owner = $1, lease_until = now() + make_interval(secs => $3), \
                    retry_count = o.retry_count + 1 \
@@ -137,8 +148,9 @@ impl Queries {
                  WHERE id = ANY($2) AND lease_owner = $1 AND status = 'pending' RETURNING id"
             ),
             mark_published,
+            // Waiting for a retry blocks the key like a lease held by nobody.
             schedule_retry: format!(
-                "UPDATE {table} AS o SET lease_owner = NULL, lease_until = NULL, \
+                "UPDATE {table} AS o SET lease_owner = NULL, lease_until = now() + make_interval(secs => r.delay), \
                    available_at = now() + make_interval(secs => r.delay), last_error = r.error \
                  FROM unnest($2::uuid[], $3::float8[], $4::text[]) AS r(id, delay, error) \
                  WHERE o.id = r.id AND o.lease_owner = $1 AND o.status = 'pending' RETURNING o.id"
@@ -160,8 +172,21 @@ impl Queries {
             ),
             // A replayed event keeps its `seq`, so it goes back into its key's order.
             replay: format!(
-                "UPDATE {table} SET status = 'pending', retry_count = 0, available_at = now(), dead_at = NULL \
+                "UPDATE {table} SET status = 'pending', retry_count = 0, available_at = now(), lease_until = NULL, dead_at = NULL \
                  WHERE id = ANY($1) AND status = 'dead' RETURNING id"
+            ),
+            replay_key: format!(
+                "UPDATE {table} SET status = 'pending', retry_count = 0, available_at = now(), lease_until = NULL, dead_at = NULL \
+                 WHERE topic = $1 AND event_key = $2 AND status = 'dead' RETURNING id"
+            ),
+            replay_all: format!(
+                "UPDATE {table} SET status = 'pending', retry_count = 0, available_at = now(), lease_until = NULL, dead_at = NULL \
+                 WHERE status = 'dead' RETURNING id"
+            ),
+            list_dead: format!(
+                "SELECT id, seq, topic, event_key, event_type, aggregate_type, retry_count, last_error, \
+                   extract(epoch FROM now() - dead_at)::float8 AS dead_for_secs \
+                 FROM {table} WHERE status = 'dead' ORDER BY seq LIMIT $1"
             ),
         }
     }

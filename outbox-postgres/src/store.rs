@@ -50,16 +50,66 @@ impl PgStore {
     }
 
     /// Puts dead-lettered events back in their key's order (they keep their position) with a fresh attempt
-    /// count; returns the ids that were dead and are now pending.
+    /// count, in one statement; returns the ids that were dead and are now pending. Ids that are not dead are
+    /// left alone.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: outbox_postgres::PgStore) -> Result<(), outbox_postgres::Error> {
+    /// use outbox_postgres::ReplaySelector;
+    /// for dead in store.dead_letters(100).await? {
+    ///     println!("{} {}/{}: {}", dead.id, dead.topic, dead.key, dead.last_error.unwrap_or_default());
+    /// }
+    /// store.replay(ReplaySelector::Key { topic: "orders".into(), key: "42".into() }).await?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`Error::Database`] when the update fails; then nothing changed.
-    pub async fn replay(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, Error> {
-        sqlx::query_scalar(&self.outbox.queries().replay)
-            .bind(ids)
+    pub async fn replay(&self, selector: ReplaySelector) -> Result<Vec<Uuid>, Error> {
+        let q = self.outbox.queries();
+        let query = match &selector {
+            ReplaySelector::Ids(ids) => sqlx::query_scalar(&q.replay).bind(ids.as_slice()),
+            ReplaySelector::Key { topic, key } => {
+                sqlx::query_scalar(&q.replay_key).bind(topic).bind(key)
+            }
+            ReplaySelector::All => sqlx::query_scalar(&q.replay_all),
+        };
+        query
             .fetch_all(&self.pool)
             .await
             .map_err(|e| Error::from_sqlx(e, &self.outbox.config().table))
+    }
+
+    /// The oldest `limit` dead-lettered events, in outbox order.
+    ///
+    /// # Errors
+    /// [`Error::Database`] when the query fails.
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadEvent>, Error> {
+        let rows = sqlx::query(&self.outbox.queries().list_dead)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::from_sqlx(e, &self.outbox.config().table))?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(DeadEvent {
+                    id: row.try_get("id")?,
+                    seq: row.try_get("seq")?,
+                    topic: row.try_get("topic")?,
+                    key: row.try_get("event_key")?,
+                    event_type: row.try_get("event_type")?,
+                    aggregate_type: row.try_get("aggregate_type")?,
+                    attempts: row.try_get::<i32, _>("retry_count")?.max(0) as u32,
+                    last_error: row.try_get("last_error")?,
+                    dead_for: Duration::from_secs_f64(
+                        row.try_get::<Option<f64>, _>("dead_for_secs")?
+                            .unwrap_or(0.0)
+                            .max(0.0),
+                    ),
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(Error::Database)
     }
 
     fn store_error(&self, error: sqlx::Error) -> StoreError {
@@ -91,6 +141,45 @@ impl PgStore {
             .await
             .map_err(|e| self.store_error(e))
     }
+}
+
+/// Which dead-lettered events [`PgStore::replay`] puts back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplaySelector {
+    /// These events.
+    Ids(Vec<Uuid>),
+    /// Every dead event of one key.
+    Key {
+        /// The topic.
+        topic: String,
+        /// The key.
+        key: String,
+    },
+    /// Every dead event.
+    All,
+}
+
+/// A dead-lettered event, as [`PgStore::dead_letters`] lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadEvent {
+    /// The event id.
+    pub id: Uuid,
+    /// Its outbox position.
+    pub seq: i64,
+    /// Its topic.
+    pub topic: String,
+    /// Its key.
+    pub key: String,
+    /// Its event type.
+    pub event_type: String,
+    /// Its aggregate type.
+    pub aggregate_type: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// How long ago it was dead-lettered (database clock).
+    pub dead_for: Duration,
 }
 
 fn seconds(d: Duration) -> f64 {

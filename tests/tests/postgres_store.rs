@@ -11,7 +11,7 @@ use outbox_core::{
     Completion, LeaseOwner, OutboxEvent, Relay, RelayConfig, RelayError, RetryPolicy, Store,
     StoreError,
 };
-use outbox_postgres::{Error, PgOutboxConfig, PgStore, TableName};
+use outbox_postgres::{Error, PgOutboxConfig, PgStore, ReplaySelector, TableName};
 use serde::Serialize;
 
 #[derive(Serialize, OutboxEvent)]
@@ -322,8 +322,27 @@ async fn an_event_that_keeps_failing_is_dead_lettered_with_its_error_and_can_be_
     );
     assert_eq!(relay.stats().dead_lettered, 1);
 
+    let dead = store.dead_letters(10).await.expect("list");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].id, dead[0].key.as_str(), dead[0].attempts),
+        (first, "k", 3)
+    );
+    assert!(dead[0]
+        .last_error
+        .as_deref()
+        .unwrap_or_default()
+        .contains("message too large"));
+
     // Replay puts it back; it is delivered.
-    assert_eq!(store.replay(&[first]).await.expect("replay"), vec![first]);
+    assert_eq!(
+        store
+            .replay(ReplaySelector::Ids(vec![first]))
+            .await
+            .expect("replay"),
+        vec![first]
+    );
+    assert!(store.dead_letters(10).await.expect("list").is_empty());
     relay.run_once().await.expect("pass");
     let k: Vec<u64> = transport
         .published()
