@@ -39,15 +39,9 @@ impl TableName {
         format!("\"{}\".\"{}\"", self.schema, self.table)
     }
 
-    /// A stable 31-bit number for this table, used to namespace its advisory locks and its channel.
+    /// A stable 30-bit number for this table, used to namespace its advisory locks and its channel.
     pub(crate) fn tag(&self) -> i32 {
-        // FNV-1a: stable across builds and platforms (std's hashers are not).
-        let mut h: u32 = 0x811c_9dc5;
-        for b in self.schema.bytes().chain([b'.']).chain(self.table.bytes()) {
-            h ^= u32::from(b);
-            h = h.wrapping_mul(0x0100_0193);
-        }
-        (h & 0x3fff_ffff) as i32
+        (fnv1a([self.schema.as_bytes(), b".", self.table.as_bytes()]) & 0x3fff_ffff) as i32
     }
 }
 
@@ -58,6 +52,24 @@ impl Default for TableName {
             table: "outbox".into(),
         }
     }
+}
+
+/// FNV-1a over the concatenated parts: stable across builds, platforms and processes (std's hashers are not),
+/// so every enqueuer of one table agrees on it.
+pub(crate) fn fnv1a<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for part in parts {
+        for &b in part {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+    }
+    h
+}
+
+/// The advisory-lock key of an event key: transactions enqueueing the same `(topic, key)` take the same lock.
+pub(crate) fn key_lock(topic: &str, key: &str) -> i32 {
+    fnv1a([topic.as_bytes(), b"\x1f", key.as_bytes()]) as i32
 }
 
 fn check_identifier(name: &str) -> Result<(), Error> {

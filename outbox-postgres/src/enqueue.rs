@@ -7,7 +7,7 @@ use outbox_core::{NewMessage, OutboxEvent};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::config::PgOutboxConfig;
+use crate::config::{key_lock, PgOutboxConfig};
 use crate::error::Error;
 use crate::sql::Queries;
 
@@ -92,6 +92,7 @@ impl PgOutbox {
             .bind(message.version.map(|v| v as i32))
             .bind(message.payload.get())
             .bind(headers_json(&message.headers))
+            .bind(key_lock(&message.topic, &message.key))
             .execute(conn)
             .await
             .map_err(|e| Error::from_sqlx(e, &self.config.table))?;
@@ -136,7 +137,9 @@ impl PgOutbox {
         let mut versions = Vec::with_capacity(n);
         let mut payloads = Vec::with_capacity(n);
         let mut headers = Vec::with_capacity(n);
+        let mut locks: Vec<i32> = Vec::with_capacity(n);
         for m in messages {
+            locks.push(key_lock(&m.topic, &m.key));
             ids.push(m.id);
             topics.push(m.topic.as_str());
             keys.push(m.key.as_str());
@@ -146,6 +149,8 @@ impl PgOutbox {
             payloads.push(m.payload.get());
             headers.push(headers_json(&m.headers));
         }
+        locks.sort_unstable();
+        locks.dedup();
         sqlx::query(&self.queries.insert_many)
             .bind(ids)
             .bind(topics)
@@ -155,6 +160,7 @@ impl PgOutbox {
             .bind(versions)
             .bind(payloads)
             .bind(headers)
+            .bind(locks)
             .execute(conn)
             .await
             .map_err(|e| Error::from_sqlx(e, &self.config.table))?;

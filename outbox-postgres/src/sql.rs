@@ -51,6 +51,7 @@ pub(crate) struct Queries {
     pub insert_many: String,
     pub claim_lock: String,
     pub claim: String,
+    pub lowest_pending: String,
     pub extend_lease: String,
     pub mark_published: String,
     pub schedule_retry: String,
@@ -97,19 +98,20 @@ impl Queries {
             // Locking the key before the row takes its `seq` (the identity is evaluated after the CTE) makes
             // transactions of one key take their positions in commit order.
             insert_one: format!(
-                "WITH key_lock AS MATERIALIZED (SELECT pg_advisory_xact_lock({key_class}, hashtext($2 || chr(31) || $3)){notify}) \
+                "WITH key_lock AS MATERIALIZED (SELECT pg_advisory_xact_lock({key_class}, $9){notify}) \
                  INSERT INTO {table} (id, topic, event_key, aggregate_type, aggregate_id, event_type, event_version, payload, headers) \
                  SELECT $1, $2, $3, $4, $3, $5, $6, $7::text::jsonb, $8::text::jsonb FROM key_lock"
             ),
-            // Keys are locked in a fixed order, so two batches sharing keys cannot deadlock on each other.
+            // $9 holds the batch's distinct key locks, sorted, so two batches sharing keys take them in the same
+            // order and cannot deadlock on each other.
             insert_many: format!(
-                "WITH input AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[], $7::text[], $8::text[]) \
-                   WITH ORDINALITY AS i(id, topic, event_key, aggregate_type, event_type, event_version, payload, headers, ord)), \
-                 key_locks AS MATERIALIZED (SELECT count(*) AS n FROM (SELECT pg_advisory_xact_lock({key_class}, h) FROM \
-                   (SELECT DISTINCT hashtext(topic || chr(31) || event_key) AS h FROM input) AS hashes ORDER BY h) AS locked{notify_many}) \
+                "WITH key_locks AS MATERIALIZED (SELECT count(*) AS n FROM (SELECT pg_advisory_xact_lock({key_class}, h) \
+                   FROM unnest($9::int4[]) WITH ORDINALITY AS l(h, ord) ORDER BY ord) AS locked{notify_many}) \
                  INSERT INTO {table} (id, topic, event_key, aggregate_type, aggregate_id, event_type, event_version, payload, headers) \
                  SELECT i.id, i.topic, i.event_key, i.aggregate_type, i.event_key, i.event_type, i.event_version, i.payload::jsonb, i.headers::jsonb \
-                 FROM input AS i CROSS JOIN key_locks ORDER BY i.ord",
+                 FROM key_locks, unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[], $7::text[], $8::text[]) \
+                   WITH ORDINALITY AS i(id, topic, event_key, aggregate_type, event_type, event_version, payload, headers, ord) \
+                 ORDER BY i.ord",
                 notify_many = if config.notify {
                     format!(" CROSS JOIN (SELECT pg_notify('{}', '')) AS wake", config.channel())
                 } else {
@@ -132,7 +134,7 @@ impl Queries {
                    GROUP BY topic, event_key), \
                  candidates AS ( \
                    SELECT o.id FROM {table} AS o \
-                   WHERE o.status = 'pending' AND (o.lease_until IS NULL OR o.lease_until <= now()) \
+                   WHERE o.status = 'pending' AND o.seq >= $4 AND (o.lease_until IS NULL OR o.lease_until <= now()) \
                      AND NOT EXISTS (SELECT 1 FROM blocked AS b \
                        WHERE b.topic = o.topic AND b.event_key = o.event_key AND b.from_seq < o.seq) \
                    ORDER BY o.seq LIMIT $2) \
@@ -143,6 +145,9 @@ impl Queries {
                  RETURNING o.id, o.seq, o.topic, o.event_key, o.event_type, o.aggregate_type, o.event_version, \
                    o.payload::text AS payload, o.headers::text AS headers, o.retry_count, o.last_error"
             ),
+            // Where the claim's walk may start: below the lowest pending row there are only rows already
+            // published or dead, whose index entries a long-running snapshot can keep from being cleaned up.
+            lowest_pending: format!("SELECT min(seq) FROM {table} WHERE status = 'pending'"),
             extend_lease: format!(
                 "UPDATE {table} SET lease_until = now() + make_interval(secs => $3) \
                  WHERE id = ANY($2) AND lease_owner = $1 AND status = 'pending' RETURNING id"

@@ -1,6 +1,8 @@
 //! The relay's side of the table: claim, lease, complete, clean up.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use outbox_core::{ClaimedEvent, Completion, CompletionReport, LeaseOwner, Store, StoreError};
@@ -21,7 +23,25 @@ use crate::PgOutboxConfig;
 pub struct PgStore {
     pool: PgPool,
     outbox: PgOutbox,
+    floor: Arc<ScanFloor>,
 }
+
+/// Where claims start their walk through pending rows, so that they do not wade through the index entries of
+/// rows already published (which an old open snapshot keeps from being cleaned up) on every claim.
+///
+/// Only rows that were pending below the floor when it was taken can be missed, and only until the next full
+/// walk: a transaction that commits late, or a replayed dead letter. Neither can be overtaken by a later event
+/// of its own key (enqueue's key lock makes a later event of the key wait for the late transaction, and a
+/// replayed event blocks its key from its own position), so the floor delays them by at most
+/// `FULL_WALK_EVERY`, and reorders nothing.
+#[derive(Debug)]
+struct ScanFloor {
+    seq: AtomicI64,
+    last_full_walk: Mutex<Option<Instant>>,
+}
+
+/// How often a claim walks from the very start and the floor is taken again.
+const FULL_WALK_EVERY: Duration = Duration::from_secs(1);
 
 impl PgStore {
     /// A store on `pool` for the table and settings in `config`.
@@ -29,6 +49,10 @@ impl PgStore {
         PgStore {
             pool,
             outbox: PgOutbox::new(config),
+            floor: Arc::new(ScanFloor {
+                seq: AtomicI64::new(i64::MIN),
+                last_full_walk: Mutex::new(None),
+            }),
         }
     }
 
@@ -74,10 +98,18 @@ impl PgStore {
             }
             ReplaySelector::All => sqlx::query_scalar(&q.replay_all),
         };
-        query
+        let replayed = query
             .fetch_all(&self.pool)
             .await
-            .map_err(|e| Error::from_sqlx(e, &self.outbox.config().table))
+            .map_err(|e| Error::from_sqlx(e, &self.outbox.config().table))?;
+        // Replayed events sit below the scan floor: let this store's (and its clones') next claim walk from the
+        // start. Relays in other processes find them at their next full walk, within a second.
+        *self
+            .floor
+            .last_full_walk
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(replayed)
     }
 
     /// The oldest `limit` dead-lettered events, in outbox order.
@@ -195,15 +227,41 @@ impl Store for PgStore {
         lease: Duration,
     ) -> Result<Vec<ClaimedEvent>, StoreError> {
         let q = self.outbox.queries();
+        let full_walk = {
+            let mut last = self
+                .floor
+                .last_full_walk
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let due = last.map_or(true, |t| t.elapsed() >= FULL_WALK_EVERY);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
         let mut tx = self.pool.begin().await.map_err(|e| self.store_error(e))?;
         sqlx::query(&q.claim_lock)
             .execute(&mut *tx)
             .await
             .map_err(|e| self.store_error(e))?;
+        let floor = if full_walk {
+            // Taken after the claim lock, in this transaction: everything below it is published or dead.
+            let lowest: Option<i64> = sqlx::query_scalar(&q.lowest_pending)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| self.store_error(e))?;
+            self.floor
+                .seq
+                .store(lowest.unwrap_or(i64::MIN), Ordering::Relaxed);
+            i64::MIN
+        } else {
+            self.floor.seq.load(Ordering::Relaxed)
+        };
         let rows = sqlx::query(&q.claim)
             .bind(owner.0)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .bind(seconds(lease))
+            .bind(floor)
             .fetch_all(&mut *tx)
             .await
             .map_err(|e| self.store_error(e))?;
