@@ -247,6 +247,7 @@ impl Store for PgStore {
         let floor = if full_walk {
             // Taken after the claim lock, in this transaction: everything below it is published or dead.
             let lowest: Option<i64> = sqlx::query_scalar(&q.lowest_pending)
+                .persistent(false)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| self.store_error(e))?;
@@ -257,7 +258,11 @@ impl Store for PgStore {
         } else {
             self.floor.seq.load(Ordering::Relaxed)
         };
+        // Not a named prepared statement: PostgreSQL would switch it to a generic plan after a few executions,
+        // and a generic plan made while the outbox was empty can take minutes on a full one. Planning each
+        // claim with its real parameters costs about a millisecond.
         let rows = sqlx::query(&q.claim)
+            .persistent(false)
             .bind(owner.0)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .bind(seconds(lease))
