@@ -64,3 +64,22 @@ pub enum RelayError {
     #[error("relay stopped: the store failed permanently")]
     Store(#[from] StoreError),
 }
+
+/// An error from a [`MessageSource`](crate::inbox::MessageSource).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// The broker could not be reached or refused the request; usually transient. The consumer backs off
+    /// and tries again.
+    #[error("message source error")]
+    Broker(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// An error that stops [`InboxConsumer::run`](crate::inbox::InboxConsumer::run).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InboxError {
+    /// The inbox store failed in a way retrying cannot fix (e.g. a missing migration).
+    #[error("inbox consumer stopped: the store failed permanently")]
+    Store(#[source] StoreError),
+}

@@ -9,10 +9,16 @@
 //! dies between the broker's acknowledgement and marking the event sends it again, with the same event id.
 //! Events of one key (per topic) are published in the order their transactions committed; an event that fails
 //! holds back only the later events of its own key.
+//!
+//! The consumer side is the [`inbox`]: an idempotent consumer that records each event id in the same
+//! transaction as the handler's writes, so a redelivered event is applied once. [`guide::backends`] explains
+//! how to write a new store, transport, inbox store or message source.
 #![warn(missing_docs)]
 
 mod error;
 mod event;
+pub mod guide;
+pub mod inbox;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
 mod message;

@@ -39,9 +39,56 @@ use uuid::Uuid;
 
 use crate::error::{EncodeError, PublishError, StoreError};
 use crate::message::{ClaimedEvent, NewMessage};
+use crate::relay::{PassReport, Relay};
 use crate::store::{Completion, CompletionReport, LeaseOwner, Store};
 use crate::transport::Transport;
 use crate::OutboxEvent;
+
+/// Runs [`Relay::run_once`] until a pass claims nothing (or the whole batch failed as unavailable, which would
+/// otherwise repeat forever); returns the passes' reports added up.
+///
+/// Events waiting for a retry are not claimable until their delay passed: with tokio's clock paused
+/// (`#[tokio::test(start_paused = true)]`), `tokio::time::advance` past the delay and drain again.
+///
+/// ```
+/// use outbox_core::memory::{drain, MemoryStore, MemoryTransport};
+/// use outbox_core::{OutboxEvent, Relay, RelayConfig};
+/// # use serde::Serialize;
+/// # #[derive(Serialize, OutboxEvent)]
+/// # #[outbox(topic = "orders")]
+/// # struct OrderPlaced { #[outbox(key)] order_id: u64 }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let store = MemoryStore::new();
+/// let transport = MemoryTransport::new();
+/// for order_id in 0..1200 {
+///     store.enqueue(&OrderPlaced { order_id }).unwrap();
+/// }
+/// let relay = Relay::new(store.clone(), transport.clone(), RelayConfig::default());
+/// let report = drain(&relay).await.unwrap();
+/// assert_eq!(report.published, 1200); // three passes of at most 500
+/// assert_eq!(transport.published().len(), 1200);
+/// # }
+/// ```
+///
+/// # Errors
+/// The first store error.
+pub async fn drain(relay: &Relay) -> Result<PassReport, StoreError> {
+    let mut total = PassReport::default();
+    loop {
+        let pass = relay.run_once().await?;
+        total.claimed += pass.claimed;
+        total.published += pass.published;
+        total.retried += pass.retried;
+        total.dead_lettered += pass.dead_lettered;
+        total.released += pass.released;
+        total.lease_lost += pass.lease_lost;
+        total.outage |= pass.outage;
+        if pass.claimed == 0 || pass.outage {
+            return Ok(total);
+        }
+    }
+}
 
 /// The state of an event in a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -390,6 +437,31 @@ impl MemoryTransport {
             .filter(|m| m.topic == topic)
             .cloned()
             .collect()
+    }
+
+    /// What was accepted for `(topic, key)`, in order: the order a consumer of that key would see.
+    pub fn published_for_key(&self, topic: &str, key: &str) -> Vec<PublishedMessage> {
+        self.lock()
+            .published
+            .iter()
+            .filter(|m| m.topic == topic && m.key == key)
+            .cloned()
+            .collect()
+    }
+
+    /// What was accepted with `event_type`, in order.
+    pub fn published_of_type(&self, event_type: &str) -> Vec<PublishedMessage> {
+        self.lock()
+            .published
+            .iter()
+            .filter(|m| m.event_type == event_type)
+            .cloned()
+            .collect()
+    }
+
+    /// Forgets what was accepted so far (forced failures stay).
+    pub fn clear(&self) {
+        self.lock().published.clear();
     }
 
     /// Rejects the next `times` events of `(topic, key)` with `error`.

@@ -14,6 +14,12 @@
 //! `event-version` (when the event has one), `content-type: application/json`, then any headers stored with
 //! the event.
 //!
+//! ## Consuming
+//! [`KafkaSource`] is the [`MessageSource`](outbox_core::inbox::MessageSource) of an idempotent
+//! [`InboxConsumer`](outbox_core::inbox::InboxConsumer): a consumer-group member without automatic commits; the
+//! inbox commits each message's offset after the database recorded it (at least once from Kafka, once per
+//! event id in the database).
+//!
 //! ```no_run
 //! use outbox_kafka::{KafkaTransport, KafkaTransportConfig};
 //!
@@ -23,6 +29,10 @@
 //! # Ok::<(), outbox_kafka::Error>(())
 //! ```
 #![warn(missing_docs)]
+
+mod source;
+
+pub use source::{KafkaSource, KafkaSourceConfig};
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -40,7 +50,7 @@ use tracing::{error, warn};
 /// Header names set on every message.
 pub mod headers {
     /// The event id (UUID v7), stable across redeliveries.
-    pub const EVENT_ID: &str = "event-id";
+    pub const EVENT_ID: &str = outbox_core::inbox::EVENT_ID_HEADER;
     /// The event type.
     pub const EVENT_TYPE: &str = "event-type";
     /// The aggregate type.
@@ -53,11 +63,12 @@ pub mod headers {
     pub const CONTENT_TYPE: &str = "content-type";
 }
 
-/// An error building the transport.
+/// An error building the transport or the source.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A producer setting would break idempotence or per-partition order.
+    /// A producer setting would break idempotence or per-partition order, or a consumer setting would commit
+    /// offsets before messages are recorded.
     #[error("producer setting `{key}={value}` is refused: {reason}")]
     UnsafeSetting {
         /// The setting.
@@ -67,8 +78,8 @@ pub enum Error {
         /// Why it is refused.
         reason: &'static str,
     },
-    /// librdkafka refused the configuration.
-    #[error("could not create the Kafka producer")]
+    /// librdkafka refused the configuration (or a consumer's subscription).
+    #[error("could not create the Kafka client")]
     Client(#[source] KafkaError),
     /// The cluster did not answer a metadata request in time.
     #[error("the Kafka cluster did not answer")]
@@ -356,6 +367,18 @@ mod tests {
                 Ok(_) => panic!("{k}={v} must be refused"),
             }
         }
+    }
+
+    #[test]
+    fn automatic_offset_commits_are_refused() {
+        for k in ["enable.auto.commit", "enable.auto.offset.store"] {
+            match KafkaSource::new(KafkaSourceConfig::new("127.0.0.1:1", "g").set(k, "true"), &["t"]) {
+                Err(Error::UnsafeSetting { key, .. }) => assert_eq!(key, k),
+                Err(other) => panic!("{k}: wrong error {other}"),
+                Ok(_) => panic!("{k}=true must be refused"),
+            }
+        }
+        assert!(KafkaSource::new(KafkaSourceConfig::new("127.0.0.1:1", "g"), &["t"]).is_ok());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Where the outbox table lives and how enqueue behaves.
+//! Where the outbox and inbox tables live and how enqueue behaves.
 
 use crate::error::Error;
 
@@ -114,6 +114,24 @@ impl PgOutboxConfig {
     /// The LISTEN/NOTIFY channel of this table.
     pub fn channel(&self) -> String {
         format!("outbox_{:08x}", self.table.tag())
+    }
+}
+
+/// Settings of the PostgreSQL inbox ([`PgInbox`](crate::PgInbox)).
+#[derive(Debug, Clone)]
+pub struct PgInboxConfig {
+    /// The inbox table. Default `public.inbox`.
+    pub table: TableName,
+}
+
+impl Default for PgInboxConfig {
+    fn default() -> Self {
+        PgInboxConfig {
+            table: TableName {
+                schema: "public".into(),
+                table: "inbox".into(),
+            },
+        }
     }
 }
 

@@ -16,6 +16,12 @@ pub enum Error {
         /// The table that was looked for.
         table: String,
     },
+    /// The inbox table is missing: run the inbox migration.
+    #[error("the inbox table {table} is missing or out of date: run outbox_postgres::migrate_inbox(&pool) (or apply outbox-postgres/migrations/0002_inbox.sql)")]
+    MissingInboxMigration {
+        /// The table that was looked for.
+        table: String,
+    },
     /// The database failed.
     #[error("database error")]
     Database(#[source] sqlx::Error),

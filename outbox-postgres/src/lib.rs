@@ -4,6 +4,11 @@
 //! transaction, [`PgStore`] lets a [`Relay`](outbox_core::Relay) claim and mark events, and [`migrate`] creates
 //! the table (the same SQL ships as `migrations/0001_outbox.sql` for other migration tools).
 //!
+//! On the consuming side, [`PgInbox`] is the [`InboxStore`](outbox_core::inbox::InboxStore) of an idempotent
+//! consumer ([`InboxConsumer`](outbox_core::inbox::InboxConsumer)): it records each event id in an inbox table
+//! in the same transaction as the handler's writes. [`migrate_inbox`] creates that table
+//! (`migrations/0002_inbox.sql`).
+//!
 //! ## How order is kept
 //! `enqueue` takes a transaction-scoped advisory lock on the event's `(topic, key)` before the row takes its
 //! position (`seq`), so transactions that enqueue events of one key take positions in commit order. A relay
@@ -19,13 +24,15 @@
 mod config;
 mod enqueue;
 mod error;
+mod inbox;
 mod listen;
 mod sql;
 mod store;
 
-pub use config::{PgOutboxConfig, TableName};
+pub use config::{PgInboxConfig, PgOutboxConfig, TableName};
 pub use enqueue::{EnqueueExt, PgOutbox};
 pub use error::Error;
+pub use inbox::{ParkedMessage, PgInbox};
 pub use store::{DeadEvent, PgStore, ReplaySelector};
 
 /// The outbox core crate, for `#[outbox(crate = "outbox_postgres::core")]` when you depend on this crate only.
@@ -48,6 +55,36 @@ pub async fn migrate_with(pool: &sqlx::PgPool, config: &PgOutboxConfig) -> Resul
     let queries = sql::Queries::new(config);
     let mut tx = pool.begin().await.map_err(Error::Database)?;
     // Concurrent CREATE ... IF NOT EXISTS can still collide; one migrator at a time.
+    sqlx::query("SELECT pg_advisory_xact_lock($1, 1)")
+        .bind(config.table.tag() ^ 0x2000_0000)
+        .execute(&mut *tx)
+        .await
+        .map_err(Error::Database)?;
+    sqlx::raw_sql(&queries.migration)
+        .execute(&mut *tx)
+        .await
+        .map_err(Error::Database)?;
+    tx.commit().await.map_err(Error::Database)?;
+    Ok(())
+}
+
+/// Creates the default inbox table (`public.inbox`) and its indexes if they do not exist. Safe to run on every
+/// start, from several processes at once. Teams with their own migration tool apply
+/// `migrations/0002_inbox.sql` instead.
+///
+/// # Errors
+/// [`Error::Database`] when the DDL fails.
+pub async fn migrate_inbox(pool: &sqlx::PgPool) -> Result<(), Error> {
+    migrate_inbox_with(pool, &PgInboxConfig::default()).await
+}
+
+/// Like [`migrate_inbox`], for the table in `config`.
+///
+/// # Errors
+/// [`Error::Database`] when the DDL fails.
+pub async fn migrate_inbox_with(pool: &sqlx::PgPool, config: &PgInboxConfig) -> Result<(), Error> {
+    let queries = sql::InboxQueries::new(config);
+    let mut tx = pool.begin().await.map_err(Error::Database)?;
     sqlx::query("SELECT pg_advisory_xact_lock($1, 1)")
         .bind(config.table.tag() ^ 0x2000_0000)
         .execute(&mut *tx)

@@ -1,7 +1,7 @@
-//! Every SQL statement of the outbox, rendered once for a configured table. The table name is a validated,
+//! Every SQL statement of the outbox and the inbox, rendered once for a configured table. The table name is a validated,
 //! quoted identifier; all values are bind parameters.
 
-use crate::config::PgOutboxConfig;
+use crate::config::{PgInboxConfig, PgOutboxConfig};
 
 /// The schema, as shipped in `migrations/0001_outbox.sql` for the default table (a test keeps the two equal).
 /// `{table}` is the quoted table name, `{name}` its bare name for index names.
@@ -197,9 +197,85 @@ impl Queries {
     }
 }
 
+/// The inbox schema, as shipped in `migrations/0002_inbox.sql` for the default table (a test keeps the two
+/// equal). `{table}` is the quoted table name, `{name}` its bare name for index names.
+const INBOX_MIGRATION: &str = r#"-- inbox schema v1 for {table}
+CREATE TABLE IF NOT EXISTS {table} (
+    event_id       uuid        PRIMARY KEY,
+    topic          text        NOT NULL,
+    partition_id   integer     NOT NULL,
+    message_offset bigint      NOT NULL,
+    status         text        NOT NULL DEFAULT 'processed' CHECK (status IN ('processed', 'parked')),
+    attempts       integer     NOT NULL DEFAULT 1,
+    last_error     text,
+    message_key    bytea,
+    payload        bytea,
+    recorded_at    timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON COLUMN {table}.event_id IS 'the event-id header, or for a message without one a stable id of its topic, partition and offset';
+COMMENT ON COLUMN {table}.payload IS 'kept for parked messages only, for an operator to inspect or replay';
+-- Retention cleanup walks old processed records; parked ones stay until an operator removes them.
+CREATE INDEX IF NOT EXISTS {name}_processed_at ON {table} (recorded_at) WHERE status = 'processed';
+CREATE INDEX IF NOT EXISTS {name}_parked ON {table} (recorded_at) WHERE status = 'parked';
+"#;
+
+/// The statements of one inbox table.
+#[derive(Debug, Clone)]
+pub(crate) struct InboxQueries {
+    pub migration: String,
+    pub check_schema: String,
+    pub record_processed: String,
+    pub park: String,
+    pub delete_processed: String,
+    pub list_parked: String,
+}
+
+impl InboxQueries {
+    pub fn new(config: &PgInboxConfig) -> Self {
+        let table = config.table.quoted();
+        InboxQueries {
+            migration: INBOX_MIGRATION
+                .replace("{table}", &table)
+                .replace("{name}", config.table.table()),
+            check_schema: format!(
+                "SELECT event_id, topic, partition_id, message_offset, status, attempts, last_error, message_key, \
+                 payload, recorded_at FROM {table} LIMIT 0"
+            ),
+            // No row back: the event id was recorded already (by a committed transaction; a concurrent one is
+            // waited for on the primary key).
+            record_processed: format!(
+                "INSERT INTO {table} (event_id, topic, partition_id, message_offset, attempts) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+            ),
+            park: format!(
+                "INSERT INTO {table} (event_id, topic, partition_id, message_offset, status, attempts, last_error, message_key, payload) \
+                 VALUES ($1, $2, $3, $4, 'parked', $5, $6, $7, $8) ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+            ),
+            delete_processed: format!(
+                "DELETE FROM {table} WHERE event_id IN ( \
+                   SELECT event_id FROM {table} WHERE status = 'processed' AND recorded_at <= now() - make_interval(secs => $1) \
+                   ORDER BY recorded_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+            ),
+            list_parked: format!(
+                "SELECT event_id, topic, partition_id, message_offset, attempts, last_error, message_key, payload \
+                 FROM {table} WHERE status = 'parked' ORDER BY recorded_at, topic, partition_id, message_offset LIMIT $1"
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shipped_inbox_migration_file_is_the_default_rendering() {
+        let shipped = include_str!("../migrations/0002_inbox.sql");
+        assert_eq!(
+            shipped,
+            InboxQueries::new(&PgInboxConfig::default()).migration
+        );
+    }
 
     #[test]
     fn the_shipped_migration_file_is_the_default_rendering() {
