@@ -30,8 +30,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-pub use crate::error::{InboxError, SourceError};
 use crate::error::StoreError;
+pub use crate::error::{InboxError, SourceError};
 use crate::retry::RetryPolicy;
 
 /// The header that carries the event id (a UUID), as the relay's transports set it.
@@ -147,11 +147,7 @@ impl InboxMessage {
 /// offset.
 fn position_id(topic: &str, partition: i32, offset: i64) -> Uuid {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in topic
-        .bytes()
-        .chain([0x1f])
-        .chain(partition.to_be_bytes())
-    {
+    for b in topic.bytes().chain([0x1f]).chain(partition.to_be_bytes()) {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -577,10 +573,13 @@ mod tests {
 
     use super::*;
 
+    /// Status, attempts, error.
+    type Record = (String, u32, Option<String>);
+
     /// A store whose "database" is a map of recorded ids and a list of side effects.
     #[derive(Default)]
     struct TestStore {
-        recorded: Mutex<HashMap<Uuid, (String, u32, Option<String>)>>,
+        recorded: Mutex<HashMap<Uuid, Record>>,
         effects: Mutex<Vec<String>>,
     }
 
@@ -594,7 +593,12 @@ mod tests {
             attempt: u32,
             handler: &dyn InboxHandler<Vec<String>>,
         ) -> Result<Attempt, StoreError> {
-            if self.recorded.lock().unwrap().contains_key(&message.event_id) {
+            if self
+                .recorded
+                .lock()
+                .unwrap()
+                .contains_key(&message.event_id)
+            {
                 return Ok(Attempt::Duplicate);
             }
             let mut tx = Vec::new();

@@ -372,7 +372,10 @@ mod tests {
     #[test]
     fn automatic_offset_commits_are_refused() {
         for k in ["enable.auto.commit", "enable.auto.offset.store"] {
-            match KafkaSource::new(KafkaSourceConfig::new("127.0.0.1:1", "g").set(k, "true"), &["t"]) {
+            match KafkaSource::new(
+                KafkaSourceConfig::new("127.0.0.1:1", "g").set(k, "true"),
+                &["t"],
+            ) {
                 Err(Error::UnsafeSetting { key, .. }) => assert_eq!(key, k),
                 Err(other) => panic!("{k}: wrong error {other}"),
                 Ok(_) => panic!("{k}=true must be refused"),

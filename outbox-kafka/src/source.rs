@@ -46,12 +46,16 @@ impl KafkaSourceConfig {
     fn check(&self) -> Result<(), Error> {
         for (key, value) in &self.settings {
             let v = value.trim().to_ascii_lowercase();
-            if matches!(key.as_str(), "enable.auto.commit" | "enable.auto.offset.store") && v != "false"
+            if matches!(
+                key.as_str(),
+                "enable.auto.commit" | "enable.auto.offset.store"
+            ) && v != "false"
             {
                 return Err(Error::UnsafeSetting {
                     key: key.clone(),
                     value: value.clone(),
-                    reason: "the inbox consumer commits an offset only after the message is recorded",
+                    reason:
+                        "the inbox consumer commits an offset only after the message is recorded",
                 });
             }
         }
@@ -62,10 +66,10 @@ impl KafkaSourceConfig {
 /// Reads topics as a member of a Kafka consumer group, for an
 /// [`InboxConsumer`](outbox_core::inbox::InboxConsumer).
 ///
-/// Partitions are shared among the group's members by Kafka. Each message is committed (synchronously, offset
-/// + 1) after the inbox recorded it; a restarted member resumes at the committed offset, and whatever it reads
-/// again is skipped by the inbox as a duplicate. Messages of one partition arrive in order and the consumer
-/// handles them one at a time, so their order is kept.
+/// Partitions are shared among the group's members by Kafka. Each message is committed synchronously (the
+/// offset after it) once the inbox recorded it; a restarted member resumes at the committed offset, and whatever
+/// it reads again is skipped by the inbox as a duplicate. Messages of one partition arrive in order and the
+/// consumer handles them one at a time, so their order is kept.
 ///
 /// ```no_run
 /// use outbox_kafka::{KafkaSource, KafkaSourceConfig};

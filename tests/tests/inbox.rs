@@ -295,10 +295,7 @@ async fn i01_a_duplicate_delivery_runs_the_handler_once() {
         })
         .await;
     let stats = running.stop().await;
-    assert_eq!(
-        (stats.processed, stats.duplicates, stats.parked),
-        (2, 1, 0)
-    );
+    assert_eq!((stats.processed, stats.duplicates, stats.parked), (2, 1, 0));
     assert_eq!(s.effects_of(twice).await, 1, "the handler ran once");
     assert_eq!(s.effects_of(once).await, 1);
     assert_eq!(
@@ -477,12 +474,12 @@ async fn i04_a_failing_handler_is_retried_then_parked_and_the_partition_moves_on
     let (status, attempts, error) = s.inbox_row(failing).await.expect("parked row");
     assert_eq!((status.as_str(), attempts), ("parked", 3));
     assert_eq!(error.as_deref(), Some("cannot handle n=1"));
-    assert_eq!(s.effects_of(failing).await, 0, "its writes were rolled back");
     assert_eq!(
-        s.effects_of(next).await,
-        1,
-        "the next message was handled"
+        s.effects_of(failing).await,
+        0,
+        "its writes were rolled back"
     );
+    assert_eq!(s.effects_of(next).await, 1, "the next message was handled");
 
     let parked = s.inbox.parked(10).await.expect("parked");
     assert_eq!(parked.len(), 2);
@@ -492,7 +489,10 @@ async fn i04_a_failing_handler_is_retried_then_parked_and_the_partition_moves_on
         .expect("the message without an event id is parked");
     assert_eq!(anonymous.error.as_deref(), Some("no event-id header"));
     assert_eq!(anonymous.attempts, 0);
-    let failed = parked.iter().find(|p| p.event_id == failing).expect("listed");
+    let failed = parked
+        .iter()
+        .find(|p| p.event_id == failing)
+        .expect("listed");
     let payload: serde_json::Value =
         serde_json::from_slice(failed.payload.as_deref().expect("payload kept")).expect("json");
     assert_eq!(
