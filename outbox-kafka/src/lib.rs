@@ -369,8 +369,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn automatic_offset_commits_are_refused() {
+    #[tokio::test]
+    async fn automatic_offset_commits_are_refused() {
         for k in ["enable.auto.commit", "enable.auto.offset.store"] {
             match KafkaSource::new(
                 KafkaSourceConfig::new("127.0.0.1:1", "g").set(k, "true"),

@@ -82,7 +82,8 @@ pub struct KafkaSource {
 }
 
 impl KafkaSource {
-    /// Creates the consumer and subscribes to `topics`.
+    /// Creates the consumer and subscribes to `topics`. Call it inside a Tokio runtime (rdkafka's stream
+    /// consumer spawns its wake-up task there).
     ///
     /// # Errors
     /// [`Error::UnsafeSetting`] for automatic offset commits; [`Error::Client`] when librdkafka refuses the
