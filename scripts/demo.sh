@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 if [ -z "${DATABASE_URL:-}" ] || [ -z "${KAFKA_BROKERS:-}" ]; then
   export OUTBOX_PG_PORT=${OUTBOX_PG_PORT:-55442} OUTBOX_KAFKA_PORT=${OUTBOX_KAFKA_PORT:-59192}
   trap 'scripts/services.sh down' EXIT
-  scripts/services.sh down >/dev/null 2>&1 || true
+  scripts/services.sh down >/dev/null
   eval "$(scripts/services.sh up)"
 fi
 

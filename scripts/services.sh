@@ -8,7 +8,9 @@
 #   scripts/services.sh env    print `export DATABASE_URL=... KAFKA_BROKERS=...` for a shell: eval "$(scripts/services.sh env)"
 #   scripts/services.sh tools  print `export TANSU_BIN=...` (tests that start and stop a broker of their own use it)
 #
-# Ports: OUTBOX_PG_PORT (default 55432), OUTBOX_KAFKA_PORT (default 59092). State lives in /tmp/outbox-services-<pg port>.
+# Ports: OUTBOX_PG_PORT (default 55432), OUTBOX_KAFKA_PORT (default 59092); scripts/demo.sh uses 55442/59192,
+# scripts/test.sh 55452/59292 and scripts/bench.sh 55462/59392 unless these are set. State lives in
+# /tmp/outbox-services-<pg port>, owned by the checkout that started it: another checkout is refused, not obeyed.
 set -euo pipefail
 
 pg_port=${OUTBOX_PG_PORT:-55432}
@@ -21,6 +23,31 @@ tansu_bin="$cache/tansu-$tansu_version/bin/tansu"
 pg_bin=${OUTBOX_PG_BIN:-}
 
 log() { printf '[services] %s\n' "$*" >&2; }
+
+checkout=$(cd "$(dirname "$0")/.." && pwd)
+
+# Services belong to the checkout that started them: another checkout on the same ports must not reuse or stop
+# them (pick other ports with OUTBOX_PG_PORT / OUTBOX_KAFKA_PORT instead).
+alive() {
+  local pid
+  pid=$(cat "$state/tansu.pid" 2>/dev/null || true)
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then return 0; fi
+  pid=$(head -n 1 "$state/pg/postmaster.pid" 2>/dev/null || true)
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then return 0; fi
+  return 1
+}
+
+check_owner() {
+  if [ -f "$state/owner" ] && [ "$(cat "$state/owner")" != "$checkout" ] && ! alive; then
+    log "removing stale service state of another checkout ($(cat "$state/owner")): nothing of it is running"
+    rm -rf "$state"
+  fi
+  if [ -f "$state/owner" ] && [ "$(cat "$state/owner")" != "$checkout" ]; then
+    log "ports $pg_port/$kafka_port are used by services of another checkout ($(cat "$state/owner"))."
+    log "choose other ports, e.g. OUTBOX_PG_PORT=$((pg_port + 100)) OUTBOX_KAFKA_PORT=$((kafka_port + 100)) $0 $1"
+    exit 1
+  fi
+}
 
 find_pg_bin() {
   if [ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ]; then return; fi
@@ -60,6 +87,7 @@ pg_up() {
   fi
   mkdir -p "$state"
   chmod 755 "$state"
+  echo "$checkout" > "$state/owner"
   if [ ! -f "$data/PG_VERSION" ]; then
     rm -rf "$data"
     install -d -o postgres -g postgres "$data"
@@ -129,8 +157,8 @@ print_env() {
 }
 
 case "${1:-}" in
-  up) pg_up; kafka_up; print_env ;;
-  down) down ;;
+  up) check_owner up; pg_up; kafka_up; print_env ;;
+  down) check_owner down; down ;;
   env) print_env ;;
   tools) print_tools ;;
   *) echo "usage: $0 up|down|env|tools" >&2; exit 2 ;;

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 export OUTBOX_PG_PORT=${OUTBOX_PG_PORT:-55452} OUTBOX_KAFKA_PORT=${OUTBOX_KAFKA_PORT:-59292}
 trap 'scripts/services.sh down' EXIT
-scripts/services.sh down >/dev/null 2>&1 || true
+scripts/services.sh down >/dev/null
 eval "$(scripts/services.sh up)"
 eval "$(scripts/services.sh tools)"
 

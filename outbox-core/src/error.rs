@@ -7,6 +7,15 @@ pub enum EncodeError {
     /// The payload failed to serialize to JSON.
     #[error("event payload could not be serialized to JSON")]
     Payload(#[source] serde_json::Error),
+    /// The payload or a text field holds a NUL character, which PostgreSQL cannot store (`jsonb` refuses
+    /// `\u0000`, `text` refuses NUL bytes): rejected here so that the caller's transaction is not aborted.
+    #[error(
+        "the event's {field} contains a NUL character (\\u0000), which PostgreSQL cannot store"
+    )]
+    NulCharacter {
+        /// Which part: `payload`, `key`, `event type`, `aggregate type` or `header`.
+        field: &'static str,
+    },
     /// The event names a topic Kafka would refuse.
     #[error("invalid topic name {topic:?}: {reason}")]
     InvalidTopic {

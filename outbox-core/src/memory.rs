@@ -337,6 +337,9 @@ impl Store for MemoryStore {
             apply(&mut state, &retry.id, &mut |row| {
                 row.available_at = now + retry.delay;
                 row.event.last_error = Some(retry.error.clone());
+                if !retry.counted {
+                    row.event.attempts = row.event.attempts.saturating_sub(1);
+                }
             });
         }
         for dead in &completion.dead_letters {

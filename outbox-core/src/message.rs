@@ -41,11 +41,24 @@ impl NewMessage {
             topic: topic.to_owned(),
             reason,
         })?;
+        let key = event.key();
+        for (field, text) in [
+            ("key", key.as_ref()),
+            ("event type", event.event_type()),
+            ("aggregate type", event.aggregate_type()),
+        ] {
+            if text.contains('\0') {
+                return Err(EncodeError::NulCharacter { field });
+            }
+        }
         let payload = serde_json::value::to_raw_value(event).map_err(EncodeError::Payload)?;
+        if has_escaped_nul(payload.get()) {
+            return Err(EncodeError::NulCharacter { field: "payload" });
+        }
         Ok(NewMessage {
             id: Uuid::now_v7(),
             topic: topic.to_owned(),
-            key: event.key().into_owned(),
+            key: key.into_owned(),
             event_type: event.event_type().to_owned(),
             aggregate_type: event.aggregate_type().to_owned(),
             version: event.version(),
@@ -82,6 +95,25 @@ pub struct ClaimedEvent {
     pub last_error: Option<String>,
 }
 
+/// Whether JSON text holds the escape `\u0000` (and not merely an escaped backslash followed by `u0000`).
+fn has_escaped_nul(json: &str) -> bool {
+    let bytes = json.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            if bytes.get(i + 1) == Some(&b'u')
+                && bytes.get(i + 2..i + 6) == Some(b"0000".as_slice())
+            {
+                return true;
+            }
+            i += 2; // skip the escaped character, whatever it is
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
 /// Checks a topic name against Kafka's rules: 1–249 characters of ASCII letters, digits, `.`, `_` and `-`,
 /// and not `.` or `..`.
 ///
@@ -109,6 +141,17 @@ pub fn validate_topic(topic: &str) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_real_nul_escape_counts() {
+        assert!(has_escaped_nul(r#"{"a":"x\u0000y"}"#));
+        assert!(
+            !has_escaped_nul(r#"{"a":"x\\u0000y"}"#),
+            "an escaped backslash then u0000 is text"
+        );
+        assert!(has_escaped_nul(r#"{"a":"\\\u0000"}"#));
+        assert!(!has_escaped_nul(r#"{"a":"\u00e9"}"#));
+    }
 
     #[test]
     fn topic_rules_follow_kafka() {

@@ -486,8 +486,11 @@ fn decide(
             Err(PublishError::NotSent) => completion.released.push(event.id),
             Err(_) if is_blocked => completion.released.push(event.id),
             Err(error) => {
+                // The broker being unreachable for this event's partition is not the event's fault: retry it
+                // without using up an attempt, so a partial broker outage dead-letters nothing.
+                let counted = !matches!(error, PublishError::Unavailable(_));
                 let error = error.to_string();
-                if event.attempts >= config.max_attempts {
+                if counted && event.attempts >= config.max_attempts {
                     warn!(event_id = %event.id, topic = %event.topic, key = %event.key, attempts = event.attempts,
                         %error, "dead-lettering event after its last attempt");
                     completion.dead_letters.push(DeadLetter {
@@ -502,6 +505,7 @@ fn decide(
                         id: event.id,
                         delay,
                         error,
+                        counted,
                     });
                     blocked.insert(key, ());
                 }
@@ -573,6 +577,28 @@ mod tests {
         assert!(d.completion.dead_letters[0].error.contains("too large"));
         assert_eq!(d.completion.published, vec![id(2)]);
         assert!(d.completion.retries.is_empty());
+    }
+
+    #[test]
+    fn an_unavailable_partition_retries_without_using_up_attempts() {
+        let config = RelayConfig {
+            max_attempts: 3,
+            ..RelayConfig::default()
+        };
+        let batch = [event(1, "k", 3), event(2, "l", 1)];
+        let results = vec![
+            Err(PublishError::Unavailable("leader not available".into())),
+            Ok(()),
+        ];
+        let d = decide(&batch, results, &config);
+        assert!(!d.outage);
+        assert!(
+            d.completion.dead_letters.is_empty(),
+            "not dead-lettered at its last attempt"
+        );
+        assert_eq!(d.completion.retries.len(), 1);
+        assert!(!d.completion.retries[0].counted);
+        assert_eq!(d.completion.published, vec![id(2)]);
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct Retry {
     pub delay: Duration,
     /// The error of the attempt that failed.
     pub error: String,
+    /// Whether the attempt counts toward `max_attempts`. `false` when the broker was unavailable: the store
+    /// then takes back the attempt it counted at the claim.
+    pub counted: bool,
 }
 
 /// A failed event to set aside for an operator.

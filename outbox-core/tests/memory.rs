@@ -124,6 +124,7 @@ async fn a_retry_blocks_its_key_until_its_delay_passed_and_a_release_gives_the_a
                     id: a1,
                     delay: Duration::from_secs(5),
                     error: "boom".into(),
+                    counted: true,
                 }],
                 ..Completion::default()
             },

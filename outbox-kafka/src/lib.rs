@@ -95,7 +95,8 @@ pub struct KafkaTransportConfig {
 impl KafkaTransportConfig {
     /// Defaults for `bootstrap.servers = brokers`: idempotent producer, `acks=all`, at most 5 requests in
     /// flight, `linger.ms=5`, `message.timeout.ms=30000` (a publish that cannot be acknowledged in 30 s fails
-    /// and is retried by the relay).
+    /// and is retried by the relay), `compression.type=lz4`, `partitioner=murmur2_random` (the Java client's
+    /// partitioning; an empty key is hashed like any other, so its events stay on one partition).
     pub fn new(brokers: &str) -> Self {
         KafkaTransportConfig {
             settings: vec![
@@ -106,6 +107,9 @@ impl KafkaTransportConfig {
                 ("linger.ms".into(), "5".into()),
                 ("message.timeout.ms".into(), "30000".into()),
                 ("compression.type".into(), "lz4".into()),
+                // Java-compatible key hashing, and an empty key is hashed too (librdkafka's default scatters
+                // empty keys at random, which would give up their order).
+                ("partitioner".into(), "murmur2_random".into()),
             ],
         }
     }

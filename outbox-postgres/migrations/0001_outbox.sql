@@ -1,4 +1,5 @@
 -- outbox schema v1 for "public"."outbox"
+CREATE SCHEMA IF NOT EXISTS "public";
 CREATE TABLE IF NOT EXISTS "public"."outbox" (
     id             uuid        PRIMARY KEY,
     seq            bigint      GENERATED ALWAYS AS IDENTITY,
@@ -27,9 +28,9 @@ COMMENT ON COLUMN "public"."outbox".seq IS 'outbox position; for one key, the or
 COMMENT ON COLUMN "public"."outbox".retry_count IS 'publish attempts made, counted when an attempt starts';
 COMMENT ON COLUMN "public"."outbox".lease_until IS 'claimed until (with lease_owner), or waiting for a retry until (without): the key is blocked until then';
 -- The claim walks pending rows in outbox order...
-CREATE UNIQUE INDEX IF NOT EXISTS outbox_pending_seq ON "public"."outbox" (seq) WHERE status = 'pending';
+CREATE UNIQUE INDEX IF NOT EXISTS "outbox_pending_seq" ON "public"."outbox" (seq) WHERE status = 'pending';
 -- ...skipping keys with a row in flight or waiting for a retry: the few pending rows with a lease_until.
-CREATE INDEX IF NOT EXISTS outbox_leased ON "public"."outbox" (lease_until) WHERE status = 'pending' AND lease_until IS NOT NULL;
+CREATE INDEX IF NOT EXISTS "outbox_leased" ON "public"."outbox" (lease_until) WHERE status = 'pending' AND lease_until IS NOT NULL;
 -- Retention cleanup and dead-letter listings.
-CREATE INDEX IF NOT EXISTS outbox_published_at ON "public"."outbox" (published_at) WHERE status = 'published';
-CREATE INDEX IF NOT EXISTS outbox_dead ON "public"."outbox" (seq) WHERE status = 'dead';
+CREATE INDEX IF NOT EXISTS "outbox_published_at" ON "public"."outbox" (published_at) WHERE status = 'published';
+CREATE INDEX IF NOT EXISTS "outbox_dead" ON "public"."outbox" (seq) WHERE status = 'dead';

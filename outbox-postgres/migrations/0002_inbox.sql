@@ -1,4 +1,5 @@
 -- inbox schema v1 for "public"."inbox"
+CREATE SCHEMA IF NOT EXISTS "public";
 CREATE TABLE IF NOT EXISTS "public"."inbox" (
     event_id       uuid        PRIMARY KEY,
     topic          text        NOT NULL,
@@ -14,5 +15,5 @@ CREATE TABLE IF NOT EXISTS "public"."inbox" (
 COMMENT ON COLUMN "public"."inbox".event_id IS 'the event-id header, or for a message without one a stable id of its topic, partition and offset';
 COMMENT ON COLUMN "public"."inbox".payload IS 'kept for parked messages only, for an operator to inspect or replay';
 -- Retention cleanup walks old processed records; parked ones stay until an operator removes them.
-CREATE INDEX IF NOT EXISTS inbox_processed_at ON "public"."inbox" (recorded_at) WHERE status = 'processed';
-CREATE INDEX IF NOT EXISTS inbox_parked ON "public"."inbox" (recorded_at) WHERE status = 'parked';
+CREATE INDEX IF NOT EXISTS "inbox_processed_at" ON "public"."inbox" (recorded_at) WHERE status = 'processed';
+CREATE INDEX IF NOT EXISTS "inbox_parked" ON "public"."inbox" (recorded_at) WHERE status = 'parked';

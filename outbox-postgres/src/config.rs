@@ -2,8 +2,9 @@
 
 use crate::error::Error;
 
-/// A validated `schema.table` name. Only plain identifiers are accepted (ASCII letters, digits and `_`, not
-/// starting with a digit, at most 63 bytes), so a name is never pasted into SQL unchecked; it is quoted too.
+/// A validated `schema.table` name. Only plain identifiers are accepted (lowercase ASCII letters, digits and `_`,
+/// not starting with a digit, at most 48 bytes, so that the index names derived from it stay distinct), so a name
+/// is never pasted into SQL unchecked; it is quoted too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableName {
     schema: String,
@@ -72,11 +73,18 @@ pub(crate) fn key_lock(topic: &str, key: &str) -> i32 {
     fnv1a([topic.as_bytes(), b"\x1f", key.as_bytes()]) as i32
 }
 
+/// The longest schema or table name accepted.
+pub(crate) const MAX_IDENTIFIER: usize = 48;
+
 fn check_identifier(name: &str) -> Result<(), Error> {
+    // Lowercase only and at most 48 bytes: index names are derived from the table's name, and must neither
+    // fold together (`Outbox` and `outbox`) nor be truncated to the same 63-byte name.
     let ok = !name.is_empty()
-        && name.len() <= 63
+        && name.len() <= MAX_IDENTIFIER
         && !name.as_bytes()[0].is_ascii_digit()
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
     if ok {
         Ok(())
     } else {

@@ -8,7 +8,7 @@ pub enum Error {
     #[error(transparent)]
     Encode(#[from] outbox_core::EncodeError),
     /// A configured schema or table name is not a plain identifier.
-    #[error("{0:?} is not a plain SQL identifier (ASCII letters, digits and `_`, not starting with a digit, at most 63 bytes)")]
+    #[error("{0:?} is not a plain SQL identifier (lowercase ASCII letters, digits and `_`, not starting with a digit, at most 48 bytes)")]
     InvalidIdentifier(String),
     /// The outbox table is missing: run the migration.
     #[error("the outbox table {table} is missing or out of date: run outbox_postgres::migrate(&pool) (or apply outbox-postgres/migrations/0001_outbox.sql)")]
@@ -23,7 +23,7 @@ pub enum Error {
         table: String,
     },
     /// The database failed.
-    #[error("database error")]
+    #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
 }
 

@@ -6,6 +6,7 @@ use crate::config::{PgInboxConfig, PgOutboxConfig};
 /// The schema, as shipped in `migrations/0001_outbox.sql` for the default table (a test keeps the two equal).
 /// `{table}` is the quoted table name, `{name}` its bare name for index names.
 const MIGRATION: &str = r#"-- outbox schema v1 for {table}
+CREATE SCHEMA IF NOT EXISTS {schema};
 CREATE TABLE IF NOT EXISTS {table} (
     id             uuid        PRIMARY KEY,
     seq            bigint      GENERATED ALWAYS AS IDENTITY,
@@ -34,12 +35,12 @@ COMMENT ON COLUMN {table}.seq IS 'outbox position; for one key, the order its tr
 COMMENT ON COLUMN {table}.retry_count IS 'publish attempts made, counted when an attempt starts';
 COMMENT ON COLUMN {table}.lease_until IS 'claimed until (with lease_owner), or waiting for a retry until (without): the key is blocked until then';
 -- The claim walks pending rows in outbox order...
-CREATE UNIQUE INDEX IF NOT EXISTS {name}_pending_seq ON {table} (seq) WHERE status = 'pending';
+CREATE UNIQUE INDEX IF NOT EXISTS "{name}_pending_seq" ON {table} (seq) WHERE status = 'pending';
 -- ...skipping keys with a row in flight or waiting for a retry: the few pending rows with a lease_until.
-CREATE INDEX IF NOT EXISTS {name}_leased ON {table} (lease_until) WHERE status = 'pending' AND lease_until IS NOT NULL;
+CREATE INDEX IF NOT EXISTS "{name}_leased" ON {table} (lease_until) WHERE status = 'pending' AND lease_until IS NOT NULL;
 -- Retention cleanup and dead-letter listings.
-CREATE INDEX IF NOT EXISTS {name}_published_at ON {table} (published_at) WHERE status = 'published';
-CREATE INDEX IF NOT EXISTS {name}_dead ON {table} (seq) WHERE status = 'dead';
+CREATE INDEX IF NOT EXISTS "{name}_published_at" ON {table} (published_at) WHERE status = 'published';
+CREATE INDEX IF NOT EXISTS "{name}_dead" ON {table} (seq) WHERE status = 'dead';
 "#;
 
 /// The statements for one table.
@@ -89,7 +90,8 @@ impl Queries {
         Queries {
             migration: MIGRATION
                 .replace("{table}", &table)
-                .replace("{name}", config.table.table()),
+                .replace("{name}", config.table.table())
+                .replace("{schema}", &format!("\"{}\"", config.table.schema())),
             check_schema: format!(
                 "SELECT id, seq, topic, event_key, aggregate_type, aggregate_id, event_type, event_version, payload, \
                  headers, status, created_at, available_at, published_at, retry_count, last_error, lease_owner, \
@@ -156,8 +158,9 @@ impl Queries {
             // Waiting for a retry blocks the key like a lease held by nobody.
             schedule_retry: format!(
                 "UPDATE {table} AS o SET lease_owner = NULL, lease_until = now() + make_interval(secs => r.delay), \
-                   available_at = now() + make_interval(secs => r.delay), last_error = r.error \
-                 FROM unnest($2::uuid[], $3::float8[], $4::text[]) AS r(id, delay, error) \
+                   available_at = now() + make_interval(secs => r.delay), last_error = r.error, \
+                   retry_count = CASE WHEN r.counted THEN o.retry_count ELSE greatest(o.retry_count - 1, 0) END \
+                 FROM unnest($2::uuid[], $3::float8[], $4::text[], $5::bool[]) AS r(id, delay, error, counted) \
                  WHERE o.id = r.id AND o.lease_owner = $1 AND o.status = 'pending' RETURNING o.id"
             ),
             dead_letter: format!(
@@ -200,6 +203,7 @@ impl Queries {
 /// The inbox schema, as shipped in `migrations/0002_inbox.sql` for the default table (a test keeps the two
 /// equal). `{table}` is the quoted table name, `{name}` its bare name for index names.
 const INBOX_MIGRATION: &str = r#"-- inbox schema v1 for {table}
+CREATE SCHEMA IF NOT EXISTS {schema};
 CREATE TABLE IF NOT EXISTS {table} (
     event_id       uuid        PRIMARY KEY,
     topic          text        NOT NULL,
@@ -215,8 +219,8 @@ CREATE TABLE IF NOT EXISTS {table} (
 COMMENT ON COLUMN {table}.event_id IS 'the event-id header, or for a message without one a stable id of its topic, partition and offset';
 COMMENT ON COLUMN {table}.payload IS 'kept for parked messages only, for an operator to inspect or replay';
 -- Retention cleanup walks old processed records; parked ones stay until an operator removes them.
-CREATE INDEX IF NOT EXISTS {name}_processed_at ON {table} (recorded_at) WHERE status = 'processed';
-CREATE INDEX IF NOT EXISTS {name}_parked ON {table} (recorded_at) WHERE status = 'parked';
+CREATE INDEX IF NOT EXISTS "{name}_processed_at" ON {table} (recorded_at) WHERE status = 'processed';
+CREATE INDEX IF NOT EXISTS "{name}_parked" ON {table} (recorded_at) WHERE status = 'parked';
 "#;
 
 /// The statements of one inbox table.
@@ -236,7 +240,8 @@ impl InboxQueries {
         InboxQueries {
             migration: INBOX_MIGRATION
                 .replace("{table}", &table)
-                .replace("{name}", config.table.table()),
+                .replace("{name}", config.table.table())
+                .replace("{schema}", &format!("\"{}\"", config.table.schema())),
             check_schema: format!(
                 "SELECT event_id, topic, partition_id, message_offset, status, attempts, last_error, message_key, \
                  payload, recorded_at FROM {table} LIMIT 0"

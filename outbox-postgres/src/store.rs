@@ -342,12 +342,14 @@ impl Store for PgStore {
                 .iter()
                 .map(|r| r.error.as_str())
                 .collect();
+            let counted: Vec<bool> = completion.retries.iter().map(|r| r.counted).collect();
             requested.extend(&ids);
             let rows: Vec<Uuid> = sqlx::query_scalar(&q.schedule_retry)
                 .bind(owner.0)
                 .bind(&ids)
                 .bind(&delays)
                 .bind(&errors)
+                .bind(&counted)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(|e| self.store_error(e))?;

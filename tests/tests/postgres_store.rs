@@ -31,6 +31,14 @@ struct Unserializable {
     by_pair: HashMap<(u8, u8), u32>,
 }
 
+#[derive(Serialize, OutboxEvent)]
+#[outbox(topic = "store.events")]
+struct Noted {
+    #[outbox(key)]
+    key: String,
+    note: String,
+}
+
 fn step(key: &str, n: u32) -> Step {
     Step { key: key.into(), n }
 }
@@ -62,6 +70,41 @@ async fn a_payload_that_cannot_serialize_writes_nothing_and_leaves_the_transacti
         "{error:?}"
     );
     assert!(error.to_string().contains("serialized"), "{error}");
+    // A NUL character, which jsonb cannot store, is refused before the insert, not by an aborted transaction.
+    let error = outbox
+        .enqueue(
+            &mut tx,
+            &Step {
+                key: "k\0".into(),
+                n: 0,
+            },
+        )
+        .await
+        .expect_err("must fail");
+    assert!(
+        matches!(
+            error,
+            Error::Encode(outbox_core::EncodeError::NulCharacter { field: "key" })
+        ),
+        "{error:?}"
+    );
+    let error = outbox
+        .enqueue(
+            &mut tx,
+            &Noted {
+                key: "k".into(),
+                note: "a\0b".into(),
+            },
+        )
+        .await
+        .expect_err("must fail");
+    assert!(
+        matches!(
+            error,
+            Error::Encode(outbox_core::EncodeError::NulCharacter { field: "payload" })
+        ),
+        "{error:?}"
+    );
     // The transaction is still usable: a good event in the same transaction commits.
     outbox
         .enqueue(&mut tx, &step("k", 1))
@@ -499,4 +542,39 @@ async fn a_claim_planned_on_an_empty_table_stays_fast_on_a_large_one() {
         .expect("claim");
         assert_eq!(claimed.len(), 500);
     }
+}
+
+#[tokio::test]
+async fn an_outbox_in_a_schema_of_its_own_is_created_and_used() {
+    let pool = common::pool().await;
+    sqlx::raw_sql("DROP SCHEMA IF EXISTS billing_test CASCADE")
+        .execute(&pool)
+        .await
+        .expect("drop schema");
+    let config = PgOutboxConfig {
+        table: TableName::new("billing_test", "outbox").expect("name"),
+        ..PgOutboxConfig::default()
+    };
+    outbox_postgres::migrate_with(&pool, &config)
+        .await
+        .expect("the migration creates the schema too");
+    let outbox = common::outbox(&config);
+    let mut tx = pool.begin().await.expect("begin");
+    let id = outbox
+        .enqueue(&mut tx, &step("k", 1))
+        .await
+        .expect("enqueue");
+    tx.commit().await.expect("commit");
+    let store = PgStore::new(pool.clone(), config);
+    store.check_schema().await.expect("schema in place");
+    let claimed = store
+        .claim_batch(LeaseOwner::random(), 10, Duration::from_secs(5))
+        .await
+        .expect("claim");
+    assert_eq!(claimed.iter().map(|e| e.id).collect::<Vec<_>>(), vec![id]);
+    let indexes: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_indexes WHERE schemaname = 'billing_test' AND tablename = 'outbox'")
+        .fetch_one(&pool)
+        .await
+        .expect("indexes");
+    assert_eq!(indexes, 5, "the primary key and the four partial indexes");
 }

@@ -897,6 +897,7 @@ async fn r14_leases_retries_and_retention_are_measured_by_the_database_clock() {
                     id: claimed[1].id,
                     delay: Duration::from_secs(300),
                     error: "x".into(),
+                    counted: true,
                 }],
                 ..Completion::default()
             },
@@ -940,5 +941,49 @@ async fn r14_leases_retries_and_retention_are_measured_by_the_database_clock() {
             .await
             .expect("cleanup"),
         1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_with_an_empty_key_stay_on_one_partition_in_order() {
+    let (pool, config, outbox, brokers) = setup("empty_key", &[("empty-key.events", 4)]).await;
+    let expected = commit_events(
+        &pool,
+        &outbox,
+        &(0..30)
+            .map(|n| Ev::new("empty-key.events", "", n))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let relay = common::spawn_relay(
+        &pool,
+        &config,
+        common::kafka(&brokers),
+        common::relay_config(),
+    );
+    let got = read_back(
+        &brokers,
+        &["empty-key.events"],
+        &expected,
+        Duration::from_secs(15),
+    )
+    .await;
+    relay.stop().await;
+    let report = check_delivery(&expected, &HashSet::new(), &got);
+    assert!(report.is_perfect(), "{report:#?}");
+    let ours: HashSet<Uuid> = expected.iter().map(|e| e.id).collect();
+    let partitions: HashSet<i32> = got
+        .iter()
+        .filter(|m| m.event_id().is_some_and(|id| ours.contains(&id)))
+        .map(|m| m.partition)
+        .collect();
+    assert_eq!(
+        partitions.len(),
+        1,
+        "one partition for the empty key: {partitions:?}"
+    );
+    assert_eq!(
+        arrival_order(&got, &expected, ""),
+        (0..30).collect::<Vec<_>>()
     );
 }
