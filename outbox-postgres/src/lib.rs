@@ -52,15 +52,19 @@ pub async fn migrate(pool: &sqlx::PgPool) -> Result<(), Error> {
 /// # Errors
 /// [`Error::Database`] when the DDL fails.
 pub async fn migrate_with(pool: &sqlx::PgPool, config: &PgOutboxConfig) -> Result<(), Error> {
-    let queries = sql::Queries::new(config);
+    run_migration(pool, &config.table, &sql::Queries::new(config).migration).await
+}
+
+/// Runs one migration's DDL in a transaction, one migrator per table at a time: concurrent
+/// `CREATE ... IF NOT EXISTS` statements can still collide.
+async fn run_migration(pool: &sqlx::PgPool, table: &TableName, ddl: &str) -> Result<(), Error> {
     let mut tx = pool.begin().await.map_err(Error::Database)?;
-    // Concurrent CREATE ... IF NOT EXISTS can still collide; one migrator at a time.
     sqlx::query("SELECT pg_advisory_xact_lock($1, 1)")
-        .bind(config.table.tag() ^ 0x2000_0000)
+        .bind(table.tag() ^ 0x2000_0000)
         .execute(&mut *tx)
         .await
         .map_err(Error::Database)?;
-    sqlx::raw_sql(&queries.migration)
+    sqlx::raw_sql(ddl)
         .execute(&mut *tx)
         .await
         .map_err(Error::Database)?;
@@ -83,17 +87,10 @@ pub async fn migrate_inbox(pool: &sqlx::PgPool) -> Result<(), Error> {
 /// # Errors
 /// [`Error::Database`] when the DDL fails.
 pub async fn migrate_inbox_with(pool: &sqlx::PgPool, config: &PgInboxConfig) -> Result<(), Error> {
-    let queries = sql::InboxQueries::new(config);
-    let mut tx = pool.begin().await.map_err(Error::Database)?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1, 1)")
-        .bind(config.table.tag() ^ 0x2000_0000)
-        .execute(&mut *tx)
-        .await
-        .map_err(Error::Database)?;
-    sqlx::raw_sql(&queries.migration)
-        .execute(&mut *tx)
-        .await
-        .map_err(Error::Database)?;
-    tx.commit().await.map_err(Error::Database)?;
-    Ok(())
+    run_migration(
+        pool,
+        &config.table,
+        &sql::InboxQueries::new(config).migration,
+    )
+    .await
 }
