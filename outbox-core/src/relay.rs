@@ -20,6 +20,10 @@ use crate::transport::Transport;
 pub struct RelayConfig {
     /// Most events claimed and published at once. Default 500.
     pub batch_size: usize,
+    /// Batches in flight at once: the relay claims the next batch while the broker acknowledges the last one.
+    /// Claims stay serialized per table and leased events block their key, so per-key order holds as it does
+    /// with several relays. Default 2.
+    pub concurrency: usize,
     /// How long the relay waits for new events when it found none and no wake-up arrives. Default 1 s.
     /// Retries that come due are picked up at the next poll.
     pub poll_interval: Duration,
@@ -48,6 +52,7 @@ impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
             batch_size: 500,
+            concurrency: 2,
             poll_interval: Duration::from_secs(1),
             lease: Duration::from_secs(30),
             max_attempts: 10,
@@ -186,17 +191,48 @@ impl Relay {
     /// Database and broker failures are logged and retried with backoff; the only error returned is one
     /// retrying cannot fix, such as a missing migration.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), RelayError> {
-        info!(owner = %self.owner, "relay started");
-        let mut wakeups = self.store.wakeups().await;
+        info!(owner = %self.owner, concurrency = self.config.concurrency.max(1), "relay started");
+        let wakeups = self.store.wakeups().await;
+        // A failure that stops one loop stops them all; the caller's token stops them too.
+        let stop = shutdown.child_token();
+        let loops = (0..self.config.concurrency.max(1)).map(|n| {
+            let (wakeups, stop) = (wakeups.clone(), stop.clone());
+            async move {
+                let result = self.pass_loop(wakeups, &stop, n == 0).await;
+                if result.is_err() {
+                    stop.cancel();
+                }
+                result
+            }
+        });
+        let results = futures_util::future::join_all(loops).await;
+        info!(owner = %self.owner, "relay stopped");
+        results
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()
+            .map(|_| ())
+    }
+
+    /// One loop of claim, publish, record. Several run side by side (`concurrency`); like separate relays, they
+    /// never hold events of one key at once, because claims are serialized and leased events block their key.
+    async fn pass_loop(
+        &self,
+        mut wakeups: Option<tokio::sync::watch::Receiver<u64>>,
+        shutdown: &CancellationToken,
+        cleans_up: bool,
+    ) -> Result<(), RelayError> {
         let mut store_failures = 0u32;
         let mut outages = 0u32;
         let mut cleanup_due = tokio::time::Instant::now();
         while !shutdown.is_cancelled() {
-            if self.config.retention.is_some() && tokio::time::Instant::now() >= cleanup_due {
+            if cleans_up
+                && self.config.retention.is_some()
+                && tokio::time::Instant::now() >= cleanup_due
+            {
                 self.cleanup().await;
                 cleanup_due = tokio::time::Instant::now() + self.config.cleanup_interval;
             }
-            let pause = match self.pass(&shutdown).await {
+            let pause = match self.pass(shutdown).await {
                 Ok(report) => {
                     store_failures = 0;
                     if report.outage {
@@ -204,12 +240,10 @@ impl Relay {
                         Some(self.config.outage_backoff.delay(outages))
                     } else {
                         outages = 0;
-                        if report.claimed > 0 {
-                            None
-                        } else {
-                            self.wait_for_events(&mut wakeups, &shutdown).await;
-                            None
+                        if report.claimed == 0 {
+                            self.wait_for_events(&mut wakeups, shutdown).await;
                         }
+                        None
                     }
                 }
                 Err(StoreError::Backend(e)) => {
@@ -227,7 +261,6 @@ impl Relay {
                 }
             }
         }
-        info!(owner = %self.owner, "relay stopped");
         Ok(())
     }
 

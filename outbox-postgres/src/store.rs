@@ -32,16 +32,22 @@ pub struct PgStore {
 /// Only rows that were pending below the floor when it was taken can be missed, and only until the next full
 /// walk: a transaction that commits late, or a replayed dead letter. Neither can be overtaken by a later event
 /// of its own key (enqueue's key lock makes a later event of the key wait for the late transaction, and a
-/// replayed event blocks its key from its own position), so the floor delays them by at most
-/// `FULL_WALK_EVERY`, and reorders nothing.
+/// replayed event blocks its key from its own position), so the floor delays them until the next full walk
+/// (every second, or less often when walking is slow; see `FULL_WALK_COST_FACTOR`), and reorders nothing.
 #[derive(Debug)]
 struct ScanFloor {
     seq: AtomicI64,
-    last_full_walk: Mutex<Option<Instant>>,
+    /// When the next claim walks from the very start and takes the floor again (`None`: at once).
+    next_full_walk: Mutex<Option<Instant>>,
 }
 
-/// How often a claim walks from the very start and the floor is taken again.
+/// How often, at most, a claim walks from the very start and the floor is taken again...
 const FULL_WALK_EVERY: Duration = Duration::from_secs(1);
+/// ...and at least this many times the last walk's duration apart: while an old snapshot keeps a long prefix of
+/// published rows from being cleaned up, finding the floor itself gets slow, and walking it every second would
+/// leave the relay no time to publish. Late commits then wait longer to be found, never longer than this
+/// factor times the walk.
+const FULL_WALK_COST_FACTOR: u32 = 20;
 
 impl PgStore {
     /// A store on `pool` for the table and settings in `config`.
@@ -51,7 +57,7 @@ impl PgStore {
             outbox: PgOutbox::new(config),
             floor: Arc::new(ScanFloor {
                 seq: AtomicI64::new(i64::MIN),
-                last_full_walk: Mutex::new(None),
+                next_full_walk: Mutex::new(None),
             }),
         }
     }
@@ -106,7 +112,7 @@ impl PgStore {
         // start. Relays in other processes find them at their next full walk, within a second.
         *self
             .floor
-            .last_full_walk
+            .next_full_walk
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = None;
         Ok(replayed)
@@ -227,18 +233,12 @@ impl Store for PgStore {
         lease: Duration,
     ) -> Result<Vec<ClaimedEvent>, StoreError> {
         let q = self.outbox.queries();
-        let full_walk = {
-            let mut last = self
-                .floor
-                .last_full_walk
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let due = last.map_or(true, |t| t.elapsed() >= FULL_WALK_EVERY);
-            if due {
-                *last = Some(Instant::now());
-            }
-            due
-        };
+        let full_walk = self
+            .floor
+            .next_full_walk
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map_or(true, |next| Instant::now() >= next);
         let mut tx = self.pool.begin().await.map_err(|e| self.store_error(e))?;
         sqlx::query(&q.claim_lock)
             .execute(&mut *tx)
@@ -246,6 +246,7 @@ impl Store for PgStore {
             .map_err(|e| self.store_error(e))?;
         let floor = if full_walk {
             // Taken after the claim lock, in this transaction: everything below it is published or dead.
+            let started = Instant::now();
             let lowest: Option<i64> = sqlx::query_scalar(&q.lowest_pending)
                 .persistent(false)
                 .fetch_one(&mut *tx)
@@ -254,6 +255,12 @@ impl Store for PgStore {
             self.floor
                 .seq
                 .store(lowest.unwrap_or(i64::MIN), Ordering::Relaxed);
+            let wait = FULL_WALK_EVERY.max(started.elapsed() * FULL_WALK_COST_FACTOR);
+            *self
+                .floor
+                .next_full_walk
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + wait);
             i64::MIN
         } else {
             self.floor.seq.load(Ordering::Relaxed)

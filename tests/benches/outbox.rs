@@ -341,32 +341,36 @@ async fn pending(pool: &PgPool, cfg: &PgOutboxConfig) -> i64 {
     .expect("count")
 }
 
-/// Events per second for one relay draining the whole backlog of `cfg`.
+/// Events per second for one relay (default settings) draining the whole backlog of `cfg`.
 async fn drain_rate(
     pool: &PgPool,
     cfg: &PgOutboxConfig,
     transport: impl Transport + 'static,
     total: u64,
 ) -> f64 {
-    let relay = Relay::new(
+    let relay = Arc::new(Relay::new(
         PgStore::new(pool.clone(), cfg.clone()),
         transport,
         RelayConfig {
             poll_interval: Duration::from_millis(50),
             ..RelayConfig::default()
         },
-    );
+    ));
+    let shutdown = CancellationToken::new();
     let started = Instant::now();
-    loop {
-        let pass = relay.run_once().await.expect("pass");
-        if pass.claimed == 0 && pending(pool, cfg).await == 0 {
-            break;
-        }
+    let running = {
+        let (relay, token) = (relay.clone(), shutdown.clone());
+        tokio::spawn(async move { relay.run(token).await })
+    };
+    while relay.stats().published < total {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let rate = total as f64 / started.elapsed().as_secs_f64();
+    shutdown.cancel();
+    running.await.expect("task").expect("relay");
     assert_eq!(
-        relay.stats().published,
-        total,
+        pending(pool, cfg).await,
+        0,
         "the relay published the whole backlog"
     );
     rate
