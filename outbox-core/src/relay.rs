@@ -167,7 +167,7 @@ impl Relay {
         }
     }
 
-    /// This relay's lease owner token.
+    /// This relay's lease owner token (its first pass loop's; every further loop claims under a token of its own).
     pub fn owner(&self) -> LeaseOwner {
         self.owner
     }
@@ -198,7 +198,13 @@ impl Relay {
         let loops = (0..self.config.concurrency.max(1)).map(|n| {
             let (wakeups, stop) = (wakeups.clone(), stop.clone());
             async move {
-                let result = self.pass_loop(wakeups, &stop, n == 0).await;
+                // Each loop claims as its own owner, so that a loop's late mark is refused like another relay's.
+                let owner = if n == 0 {
+                    self.owner
+                } else {
+                    LeaseOwner::random()
+                };
+                let result = self.pass_loop(owner, wakeups, &stop, n == 0).await;
                 if result.is_err() {
                     stop.cancel();
                 }
@@ -217,6 +223,7 @@ impl Relay {
     /// never hold events of one key at once, because claims are serialized and leased events block their key.
     async fn pass_loop(
         &self,
+        owner: LeaseOwner,
         mut wakeups: Option<tokio::sync::watch::Receiver<u64>>,
         shutdown: &CancellationToken,
         cleans_up: bool,
@@ -232,7 +239,7 @@ impl Relay {
                 self.cleanup().await;
                 cleanup_due = tokio::time::Instant::now() + self.config.cleanup_interval;
             }
-            let pause = match self.pass(shutdown).await {
+            let pause = match self.pass(owner, shutdown).await {
                 Ok(report) => {
                     store_failures = 0;
                     if report.outage {
@@ -266,7 +273,7 @@ impl Relay {
 
     /// Claims one batch, publishes it and records the outcome. Useful to drive a relay step by step in tests.
     pub async fn run_once(&self) -> Result<PassReport, StoreError> {
-        self.pass(&CancellationToken::new()).await
+        self.pass(self.owner, &CancellationToken::new()).await
     }
 
     async fn wait_for_events(
@@ -320,11 +327,15 @@ impl Relay {
         }
     }
 
-    async fn pass(&self, shutdown: &CancellationToken) -> Result<PassReport, StoreError> {
+    async fn pass(
+        &self,
+        owner: LeaseOwner,
+        shutdown: &CancellationToken,
+    ) -> Result<PassReport, StoreError> {
         let started = tokio::time::Instant::now();
         let batch = self
             .store
-            .claim_batch(self.owner, self.config.batch_size, self.config.lease)
+            .claim_batch(owner, self.config.batch_size, self.config.lease)
             .instrument(info_span!("outbox.claim", limit = self.config.batch_size))
             .await?;
         if batch.is_empty() {
@@ -340,7 +351,7 @@ impl Relay {
         let to_publish: Vec<ClaimedEvent> = to_publish.into_iter().cloned().collect();
 
         let results = self
-            .publish_with_heartbeat(&to_publish, shutdown)
+            .publish_with_heartbeat(owner, &to_publish, shutdown)
             .instrument(info_span!("outbox.publish", events = to_publish.len()))
             .await;
         let publish_done = tokio::time::Instant::now();
@@ -370,7 +381,7 @@ impl Relay {
         let c = &completion.completion;
         let report = self
             .store
-            .complete(self.owner, c)
+            .complete(owner, c)
             .instrument(info_span!(
                 "outbox.mark",
                 published = c.published.len(),
@@ -388,7 +399,7 @@ impl Relay {
         );
         if !report.lease_lost.is_empty() {
             warn!(
-                owner = %self.owner,
+                %owner,
                 events = report.lease_lost.len(),
                 first = %report.lease_lost[0],
                 "lease lost before the outcome was recorded; another relay owns these events and will publish them again"
@@ -429,6 +440,7 @@ impl Relay {
     /// grace period ran out first.
     async fn publish_with_heartbeat(
         &self,
+        owner: LeaseOwner,
         batch: &[ClaimedEvent],
         shutdown: &CancellationToken,
     ) -> Option<Vec<Result<(), PublishError>>> {
@@ -453,9 +465,9 @@ impl Relay {
                     return Some(results);
                 }
                 _ = heartbeat.tick() => {
-                    match self.store.extend_lease(self.owner, &ids, self.config.lease).await {
+                    match self.store.extend_lease(owner, &ids, self.config.lease).await {
                         Ok(held) if held.len() < ids.len() => {
-                            warn!(owner = %self.owner, lost = ids.len() - held.len(), "lease lost while publishing");
+                            warn!(%owner, lost = ids.len() - held.len(), "lease lost while publishing");
                         }
                         Ok(_) => debug!(events = ids.len(), "lease extended"),
                         Err(e) => warn!(error = %e, "could not extend the lease"),
