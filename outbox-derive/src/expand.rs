@@ -124,45 +124,27 @@ fn impl_struct(input: &Input, fields: &[Field], krate: &syn::Path) -> TokenStrea
     } = &metadata;
     let version = metadata.version_tokens();
 
-    let ident = input.ident;
-    let (impl_generics, ty_generics, _) = input.generics.split_for_impl();
-    let where_clause = where_clause(input, krate);
-    let assert_serialize = assert_serialize(input, krate);
     let member = &key_field.member;
     let key = key_call(key_field, quote!(&self.#member), krate);
-
-    quote! {
-        const _: () = {
-            #assert_serialize
-
-            #[automatically_derived]
-            impl #impl_generics #krate::OutboxEvent for #ident #ty_generics #where_clause {
-                fn event_type(&self) -> &::core::primitive::str {
-                    #event_type
-                }
-                fn topic(&self) -> &::core::primitive::str {
-                    #topic
-                }
-                fn aggregate_type(&self) -> &::core::primitive::str {
-                    #aggregate
-                }
-                fn key(&self) -> #krate::__private::Cow<'_, ::core::primitive::str> {
-                    #key
-                }
-                fn version(&self) -> ::core::option::Option<::core::primitive::u32> {
-                    #version
-                }
-            }
-
-            #[automatically_derived]
-            impl #impl_generics #krate::StaticOutboxEvent for #ident #ty_generics #where_clause {
-                const EVENT_TYPE: &'static ::core::primitive::str = #event_type;
-                const TOPIC: &'static ::core::primitive::str = #topic;
-                const AGGREGATE_TYPE: &'static ::core::primitive::str = #aggregate;
-                const VERSION: ::core::option::Option<::core::primitive::u32> = #version;
-            }
-        };
-    }
+    let (impl_generics, ty_generics, where_clause) = impl_parts(input, krate);
+    let ident = input.ident;
+    let static_impl = quote! {
+        #[automatically_derived]
+        impl #impl_generics #krate::StaticOutboxEvent for #ident #ty_generics #where_clause {
+            const EVENT_TYPE: &'static ::core::primitive::str = #event_type;
+            const TOPIC: &'static ::core::primitive::str = #topic;
+            const AGGREGATE_TYPE: &'static ::core::primitive::str = #aggregate;
+            const VERSION: ::core::option::Option<::core::primitive::u32> = #version;
+        }
+    };
+    let bodies = MethodBodies {
+        event_type: event_type.to_token_stream(),
+        topic: topic.to_token_stream(),
+        aggregate: aggregate.to_token_stream(),
+        key,
+        version,
+    };
+    outbox_event_impl(input, krate, bodies, static_impl)
 }
 
 fn impl_enum(input: &Input, variants: &[Variant], krate: &syn::Path) -> TokenStream {
@@ -209,11 +191,50 @@ fn impl_enum(input: &Input, variants: &[Variant], krate: &syn::Path) -> TokenStr
         quote!(Self::#variant { #member: #binding, .. } => #key,)
     });
 
-    let ident = input.ident;
-    let (impl_generics, ty_generics, _) = input.generics.split_for_impl();
-    let where_clause = where_clause(input, krate);
-    let assert_serialize = assert_serialize(input, krate);
+    let bodies = MethodBodies {
+        event_type,
+        topic,
+        aggregate,
+        key: quote!(match self { #(#key_arms)* }),
+        version,
+    };
+    outbox_event_impl(input, krate, bodies, TokenStream::new())
+}
 
+/// The bodies of the generated `OutboxEvent` methods.
+struct MethodBodies {
+    event_type: TokenStream,
+    topic: TokenStream,
+    aggregate: TokenStream,
+    key: TokenStream,
+    version: TokenStream,
+}
+
+fn impl_parts<'a>(
+    input: &'a Input,
+    krate: &syn::Path,
+) -> (syn::ImplGenerics<'a>, syn::TypeGenerics<'a>, TokenStream) {
+    let (impl_generics, ty_generics, _) = input.generics.split_for_impl();
+    (impl_generics, ty_generics, where_clause(input, krate))
+}
+
+/// The `OutboxEvent` impl (and any `extra` items), wrapped so that nothing is added to the user's scope.
+fn outbox_event_impl(
+    input: &Input,
+    krate: &syn::Path,
+    bodies: MethodBodies,
+    extra: TokenStream,
+) -> TokenStream {
+    let MethodBodies {
+        event_type,
+        topic,
+        aggregate,
+        key,
+        version,
+    } = bodies;
+    let ident = input.ident;
+    let (impl_generics, ty_generics, where_clause) = impl_parts(input, krate);
+    let assert_serialize = assert_serialize(input, krate);
     quote! {
         const _: () = {
             #assert_serialize
@@ -230,14 +251,14 @@ fn impl_enum(input: &Input, variants: &[Variant], krate: &syn::Path) -> TokenStr
                     #aggregate
                 }
                 fn key(&self) -> #krate::__private::Cow<'_, ::core::primitive::str> {
-                    match self {
-                        #(#key_arms)*
-                    }
+                    #key
                 }
                 fn version(&self) -> ::core::option::Option<::core::primitive::u32> {
                     #version
                 }
             }
+
+            #extra
         };
     }
 }
