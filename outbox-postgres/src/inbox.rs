@@ -177,6 +177,17 @@ impl InboxStore for PgInbox {
             tx.rollback().await.map_err(|e| self.store_error(e))?;
             return Ok(Attempt::Failed(error));
         }
+        // A handler that swallowed a failed statement leaves the transaction aborted, and PostgreSQL answers
+        // COMMIT with a rollback, not an error: nothing would be recorded while the message counted as
+        // processed. A statement on the transaction tells the two apart.
+        if let Err(aborted) = sqlx::query("SELECT 1").execute(&mut *tx).await {
+            tx.rollback().await.map_err(|e| self.store_error(e))?;
+            let error: outbox_core::inbox::HandlerError = format!(
+                "the handler returned Ok but left its transaction aborted (a failed statement was ignored): {aborted}"
+            )
+            .into();
+            return Ok(Attempt::Failed(error));
+        }
         tx.commit().await.map_err(|e| self.store_error(e))?;
         Ok(Attempt::Processed)
     }

@@ -52,7 +52,6 @@ pub(crate) struct Queries {
     pub insert_many: String,
     pub claim_lock: String,
     pub claim: String,
-    pub lowest_pending: String,
     pub extend_lease: String,
     pub mark_published: String,
     pub schedule_retry: String,
@@ -136,7 +135,7 @@ impl Queries {
                    GROUP BY topic, event_key), \
                  candidates AS ( \
                    SELECT o.id FROM {table} AS o \
-                   WHERE o.status = 'pending' AND o.seq >= $4 AND (o.lease_until IS NULL OR o.lease_until <= now()) \
+                   WHERE o.status = 'pending' AND (o.lease_until IS NULL OR o.lease_until <= now()) \
                      AND NOT EXISTS (SELECT 1 FROM blocked AS b \
                        WHERE b.topic = o.topic AND b.event_key = o.event_key AND b.from_seq < o.seq) \
                    ORDER BY o.seq LIMIT $2) \
@@ -147,9 +146,6 @@ impl Queries {
                  RETURNING o.id, o.seq, o.topic, o.event_key, o.event_type, o.aggregate_type, o.event_version, \
                    o.payload::text AS payload, o.headers::text AS headers, o.retry_count, o.last_error"
             ),
-            // Where the claim's walk may start: below the lowest pending row there are only rows already
-            // published or dead, whose index entries a long-running snapshot can keep from being cleaned up.
-            lowest_pending: format!("SELECT min(seq) FROM {table} WHERE status = 'pending'"),
             extend_lease: format!(
                 "UPDATE {table} SET lease_until = now() + make_interval(secs => $3) \
                  WHERE id = ANY($2) AND lease_owner = $1 AND status = 'pending' RETURNING id"

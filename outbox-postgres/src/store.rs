@@ -1,8 +1,6 @@
 //! The relay's side of the table: claim, lease, complete, clean up.
 
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use outbox_core::{ClaimedEvent, Completion, CompletionReport, LeaseOwner, Store, StoreError};
@@ -23,31 +21,7 @@ use crate::PgOutboxConfig;
 pub struct PgStore {
     pool: PgPool,
     outbox: PgOutbox,
-    floor: Arc<ScanFloor>,
 }
-
-/// Where claims start their walk through pending rows, so that they do not wade through the index entries of
-/// rows already published (which an old open snapshot keeps from being cleaned up) on every claim.
-///
-/// Only rows that were pending below the floor when it was taken can be missed, and only until the next full
-/// walk: a transaction that commits late, or a replayed dead letter. Neither can be overtaken by a later event
-/// of its own key (enqueue's key lock makes a later event of the key wait for the late transaction, and a
-/// replayed event blocks its key from its own position), so the floor delays them until the next full walk
-/// (every second, or less often when walking is slow; see `FULL_WALK_COST_FACTOR`), and reorders nothing.
-#[derive(Debug)]
-struct ScanFloor {
-    seq: AtomicI64,
-    /// When the next claim walks from the very start and takes the floor again (`None`: at once).
-    next_full_walk: Mutex<Option<Instant>>,
-}
-
-/// How often, at most, a claim walks from the very start and the floor is taken again...
-const FULL_WALK_EVERY: Duration = Duration::from_secs(1);
-/// ...and at least this many times the last walk's duration apart: while an old snapshot keeps a long prefix of
-/// published rows from being cleaned up, finding the floor itself gets slow, and walking it every second would
-/// leave the relay no time to publish. Late commits then wait longer to be found, never longer than this
-/// factor times the walk.
-const FULL_WALK_COST_FACTOR: u32 = 20;
 
 impl PgStore {
     /// A store on `pool` for the table and settings in `config`.
@@ -55,10 +29,6 @@ impl PgStore {
         PgStore {
             pool,
             outbox: PgOutbox::new(config),
-            floor: Arc::new(ScanFloor {
-                seq: AtomicI64::new(i64::MIN),
-                next_full_walk: Mutex::new(None),
-            }),
         }
     }
 
@@ -108,13 +78,7 @@ impl PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| Error::from_sqlx(e, &self.outbox.config().table))?;
-        // Replayed events sit below the scan floor: let this store's (and its clones') next claim walk from the
-        // start. Relays in other processes find them at their next full walk, within a second.
-        *self
-            .floor
-            .next_full_walk
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = None;
+
         Ok(replayed)
     }
 
@@ -233,38 +197,11 @@ impl Store for PgStore {
         lease: Duration,
     ) -> Result<Vec<ClaimedEvent>, StoreError> {
         let q = self.outbox.queries();
-        let full_walk = self
-            .floor
-            .next_full_walk
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .map_or(true, |next| Instant::now() >= next);
         let mut tx = self.pool.begin().await.map_err(|e| self.store_error(e))?;
         sqlx::query(&q.claim_lock)
             .execute(&mut *tx)
             .await
             .map_err(|e| self.store_error(e))?;
-        let floor = if full_walk {
-            // Taken after the claim lock, in this transaction: everything below it is published or dead.
-            let started = Instant::now();
-            let lowest: Option<i64> = sqlx::query_scalar(&q.lowest_pending)
-                .persistent(false)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(|e| self.store_error(e))?;
-            self.floor
-                .seq
-                .store(lowest.unwrap_or(i64::MIN), Ordering::Relaxed);
-            let wait = FULL_WALK_EVERY.max(started.elapsed() * FULL_WALK_COST_FACTOR);
-            *self
-                .floor
-                .next_full_walk
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + wait);
-            i64::MIN
-        } else {
-            self.floor.seq.load(Ordering::Relaxed)
-        };
         // Not a named prepared statement: PostgreSQL would switch it to a generic plan after a few executions,
         // and a generic plan made while the outbox was empty can take minutes on a full one. Planning each
         // claim with its real parameters costs about a millisecond.
@@ -273,7 +210,6 @@ impl Store for PgStore {
             .bind(owner.0)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .bind(seconds(lease))
-            .bind(floor)
             .fetch_all(&mut *tx)
             .await
             .map_err(|e| self.store_error(e))?;

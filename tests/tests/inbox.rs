@@ -595,3 +595,70 @@ async fn i05_retention_deletes_old_processed_records_in_bounded_batches() {
         "recent processed records and parked ones are kept"
     );
 }
+
+/// A handler that ignores a failed statement and returns Ok leaves its transaction aborted: that is a failure,
+/// not a processed message whose effects and inbox record silently vanished.
+struct SwallowsErrors {
+    effects: String,
+}
+
+#[async_trait::async_trait]
+impl InboxHandler<sqlx::PgConnection> for SwallowsErrors {
+    async fn handle(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        message: &InboxMessage,
+    ) -> Result<(), HandlerError> {
+        sqlx::query(&format!(
+            "INSERT INTO {} (event_id, n) VALUES ($1, 1)",
+            self.effects
+        ))
+        .bind(message.event_id)
+        .execute(&mut *conn)
+        .await?;
+        // "Already there? Never mind": the error is dropped, the transaction is now aborted.
+        let _ = sqlx::query("SELECT * FROM no_such_table")
+            .execute(&mut *conn)
+            .await;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i06_a_handler_that_swallows_a_database_error_fails_instead_of_losing_the_message() {
+    let s = Setup::new("i06").await;
+    let id = Uuid::now_v7();
+    let message = InboxMessage::new(
+        "i06",
+        0,
+        0,
+        None,
+        b"{}".to_vec(),
+        vec![("event-id".into(), id.to_string().into_bytes())],
+    );
+    let handler = SwallowsErrors {
+        effects: s.effects.clone(),
+    };
+    let attempt = s
+        .inbox
+        .process(&message, 1, &handler)
+        .await
+        .expect("process");
+    match attempt {
+        outbox_core::inbox::Attempt::Failed(error) => {
+            assert!(error.to_string().contains("aborted"), "{error}")
+        }
+        other => panic!("expected a failed attempt, got {other:?}"),
+    }
+    let recorded: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {}",
+        s.inbox.config().table.quoted()
+    ))
+    .fetch_one(&s.pool)
+    .await
+    .expect("count");
+    assert_eq!(
+        recorded, 0,
+        "nothing recorded, so the message will be retried, then parked"
+    );
+}

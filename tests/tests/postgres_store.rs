@@ -578,3 +578,100 @@ async fn an_outbox_in_a_schema_of_its_own_is_created_and_used() {
         .expect("indexes");
     assert_eq!(indexes, 5, "the primary key and the four partial indexes");
 }
+
+/// A transaction that takes its position early and commits late must not be overtaken by a later event of its
+/// key that committed after it (the key lock orders them), whatever the relay claimed in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_commit_is_not_overtaken_by_a_later_event_of_its_key() {
+    let pool = common::pool().await;
+    let config = common::fresh_outbox(&pool, "late_commit_key").await;
+    let outbox = common::outbox(&config);
+    let store = PgStore::new(pool.clone(), config.clone());
+    let owner = LeaseOwner::random();
+
+    let mut t1 = pool.begin().await.expect("begin");
+    let k1 = outbox
+        .enqueue(&mut t1, &step("k", 1))
+        .await
+        .expect("enqueue");
+    let mut other = pool.begin().await.expect("begin");
+    outbox
+        .enqueue(&mut other, &step("j", 1))
+        .await
+        .expect("enqueue");
+    other.commit().await.expect("commit");
+    let first = store
+        .claim_batch(owner, 10, Duration::from_secs(30))
+        .await
+        .expect("claim");
+    assert_eq!(first.len(), 1, "only j is visible");
+    t1.commit().await.expect("commit");
+    let mut t2 = pool.begin().await.expect("begin");
+    let k2 = outbox
+        .enqueue(&mut t2, &step("k", 2))
+        .await
+        .expect("enqueue");
+    t2.commit().await.expect("commit");
+
+    let next = store
+        .claim_batch(owner, 10, Duration::from_secs(30))
+        .await
+        .expect("claim");
+    let ids: Vec<uuid::Uuid> = next.iter().map(|e| e.id).collect();
+    assert_eq!(ids, vec![k1, k2], "k's events in commit order");
+}
+
+/// A dead letter replayed by another process goes out before the later events of its key.
+#[tokio::test]
+async fn a_replay_from_another_process_is_not_overtaken_by_a_later_event_of_its_key() {
+    let pool = common::pool().await;
+    let config = common::fresh_outbox(&pool, "replay_elsewhere").await;
+    let outbox = common::outbox(&config);
+    let transport = MemoryTransport::new();
+    transport.reject_key("store.events", "k", 1, "refused");
+    let relay = Relay::new(
+        PgStore::new(pool.clone(), config.clone()),
+        transport.clone(),
+        RelayConfig {
+            max_attempts: 1,
+            ..RelayConfig::default()
+        },
+    );
+    let mut tx = pool.begin().await.expect("begin");
+    let k1 = outbox
+        .enqueue(&mut tx, &step("k", 1))
+        .await
+        .expect("enqueue");
+    outbox
+        .enqueue(&mut tx, &step("j", 1))
+        .await
+        .expect("enqueue");
+    tx.commit().await.expect("commit");
+    relay.run_once().await.expect("pass");
+    let admin = PgStore::new(pool.clone(), config.clone());
+    assert_eq!(admin.dead_letters(10).await.expect("list").len(), 1);
+    assert_eq!(
+        admin
+            .replay(ReplaySelector::Key {
+                topic: "store.events".into(),
+                key: "k".into()
+            })
+            .await
+            .expect("replay"),
+        vec![k1]
+    );
+    let mut tx = pool.begin().await.expect("begin");
+    outbox
+        .enqueue(&mut tx, &step("k", 2))
+        .await
+        .expect("enqueue");
+    tx.commit().await.expect("commit");
+    relay.run_once().await.expect("pass");
+    let k: Vec<u64> = transport
+        .published_to("store.events")
+        .iter()
+        .filter(|m| m.key == "k")
+        .map(|m| m.payload["n"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(k, vec![1, 2], "the replayed event first");
+}
