@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts, stops or describes the local services the demo and the tests use: a throwaway PostgreSQL cluster and a
 # tansu Kafka-protocol broker, both on 127.0.0.1. Installs what is missing (PostgreSQL from Debian, tansu from
-# crates.io, cached under ~/.cache/outbox-dev).
+# the Rust package registry with cargo install, cached under ~/.cache/outbox-dev).
 #
 #   scripts/services.sh up     start both (idempotent), wait until they answer, print the export lines
 #   scripts/services.sh down   stop both and remove their data
