@@ -14,6 +14,17 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use uuid::Uuid;
 
+/// Logs to stderr: `RUST_LOG` when set, else warnings plus the outbox crates' info lines.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,outbox_core=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// `DATABASE_URL`, or a loud failure saying how to start the services.
 pub fn database_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| {

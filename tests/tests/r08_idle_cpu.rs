@@ -9,19 +9,12 @@ use std::time::{Duration, Instant};
 
 use common::{commit_events, read_back, Ev};
 use outbox_core::{RelayConfig, RetryPolicy};
-use outbox_examples::{check_delivery, ensure_topics};
+use outbox_examples::check_delivery;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r08_an_unsendable_event_is_dead_lettered_while_a_thousand_others_flow_without_busy_waiting(
 ) {
-    common::init_tracing();
-    let pool = common::pool().await;
-    let config = common::fresh_outbox(&pool, "r08").await;
-    let outbox = common::outbox(&config);
-    let brokers = common::kafka_brokers();
-    ensure_topics(&brokers, &[("r08.events", 3)])
-        .await
-        .expect("topics");
+    let (pool, config, outbox, brokers) = common::setup("r08", &[("r08.events", 3)]).await;
 
     let bad = commit_events(&pool, &outbox, &[Ev::new("r08.no-such-topic", "poison", 0)]).await;
     let good: Vec<Ev> = (0..1_000)

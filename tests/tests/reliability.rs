@@ -14,8 +14,8 @@ use outbox_core::{
     ClaimedEvent, Completion, CompletionReport, LeaseOwner, Relay, RelayConfig, RetryPolicy, Store,
     StoreError,
 };
-use outbox_examples::{check_delivery, ensure_topics, ExpectedEvent};
-use outbox_postgres::{PgOutboxConfig, PgStore, ReplaySelector};
+use outbox_examples::{check_delivery, ExpectedEvent};
+use outbox_postgres::{PgStore, ReplaySelector};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -33,27 +33,9 @@ fn quick_retries(max_attempts: u32) -> RelayConfig {
     }
 }
 
-async fn setup(
-    name: &str,
-    topics: &[(&str, i32)],
-) -> (
-    sqlx::PgPool,
-    PgOutboxConfig,
-    outbox_postgres::PgOutbox,
-    String,
-) {
-    common::init_tracing();
-    let pool = common::pool().await;
-    let config = common::fresh_outbox(&pool, name).await;
-    let outbox = common::outbox(&config);
-    let brokers = common::kafka_brokers();
-    ensure_topics(&brokers, topics).await.expect("topics");
-    (pool, config, outbox, brokers)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r01_a_transaction_that_commits_late_is_not_skipped() {
-    let (pool, config, outbox, brokers) = setup("r01", &[("r01.events", 2)]).await;
+    let (pool, config, outbox, brokers) = common::setup("r01", &[("r01.events", 2)]).await;
     let relay = common::spawn_relay(
         &pool,
         &config,
@@ -93,7 +75,7 @@ async fn r01_a_transaction_that_commits_late_is_not_skipped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r02_a_rolled_back_event_leaves_no_hole_to_wait_for() {
-    let (pool, mut config, _, brokers) = setup("r02", &[("r02.events", 1)]).await;
+    let (pool, mut config, _, brokers) = common::setup("r02", &[("r02.events", 1)]).await;
     config.notify = false; // polling alone must not wait for the hole
     let outbox = common::outbox(&config);
     let poll = Duration::from_secs(1);
@@ -180,7 +162,7 @@ impl Store for CountingStore {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r03_a_20000_event_transaction_is_delivered_in_order_in_bounded_batches() {
     let (pool, config, outbox, brokers) =
-        setup("r03", &[("r03.batch", 3), ("r03.single", 3)]).await;
+        common::setup("r03", &[("r03.batch", 3), ("r03.single", 3)]).await;
     let keys = 40;
     // One transaction through the batch API...
     let batch: Vec<Ev> = (0..20_000)
@@ -243,7 +225,7 @@ async fn r03_a_20000_event_transaction_is_delivered_in_order_in_bounded_batches(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r04_three_relays_one_slowed_down_keep_a_keys_order() {
-    let (pool, config, outbox, brokers) = setup("r04", &[("r04.events", 3)]).await;
+    let (pool, config, outbox, brokers) = common::setup("r04", &[("r04.events", 3)]).await;
     let slow = FaultyTransport::new(common::kafka(&brokers)).slow(Duration::from_millis(700));
     let mut relays = vec![common::spawn_relay(
         &pool,
@@ -287,7 +269,7 @@ async fn r04_three_relays_one_slowed_down_keep_a_keys_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r05_a_failed_event_holds_back_its_key_while_other_keys_flow() {
-    let (pool, config, outbox, brokers) = setup("r05", &[("r05.events", 2)]).await;
+    let (pool, config, outbox, brokers) = common::setup("r05", &[("r05.events", 2)]).await;
     let transport = FaultyTransport::new(common::kafka(&brokers));
     let expected = commit_events(
         &pool,
@@ -335,7 +317,7 @@ async fn r05_a_failed_event_holds_back_its_key_while_other_keys_flow() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r06_an_oversized_event_is_dead_lettered_with_the_brokers_error_and_its_key_moves_on() {
-    let (pool, config, outbox, brokers) = setup("r06", &[("r06.events", 2)]).await;
+    let (pool, config, outbox, brokers) = common::setup("r06", &[("r06.events", 2)]).await;
     // The producer's limit stands for the broker's: librdkafka refuses the message before sending it.
     let limited = common::kafka_with(&brokers, &[("message.max.bytes", "100000")]);
     let events = [
@@ -528,7 +510,7 @@ impl Store for StalledHeartbeat {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r09_a_lease_shorter_than_the_publish_is_extended_or_its_loss_detected() {
-    let (pool, config, outbox, brokers) = setup("r09", &[("r09.events", 2)]).await;
+    let (pool, config, outbox, brokers) = common::setup("r09", &[("r09.events", 2)]).await;
     let lease = Duration::from_millis(600);
 
     // A healthy relay extends its lease while a slow publish runs: nobody takes its events, no duplicates.
@@ -612,7 +594,7 @@ async fn r09_a_lease_shorter_than_the_publish_is_extended_or_its_loss_detected()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r10_sustained_load_with_retention_keeps_the_table_bounded() {
-    let (pool, mut config, _, brokers) = setup("r10", &[("r10.events", 3)]).await;
+    let (pool, mut config, _, brokers) = common::setup("r10", &[("r10.events", 3)]).await;
     config.keep_published = true;
     let outbox = common::outbox(&config);
     let retention = Duration::from_millis(500);
@@ -706,7 +688,7 @@ async fn r10_sustained_load_with_retention_keeps_the_table_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r11_a_killed_listen_connection_is_rebuilt_and_wakes_the_relay() {
-    let (pool, config, outbox, brokers) = setup("r11", &[("r11.events", 1)]).await;
+    let (pool, config, outbox, brokers) = common::setup("r11", &[("r11.events", 1)]).await;
     let relay = common::spawn_relay(
         &pool,
         &config,
@@ -777,7 +759,7 @@ async fn r11_a_killed_listen_connection_is_rebuilt_and_wakes_the_relay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r12_a_1_mib_payload_is_enqueued_and_delivered() {
-    let (pool, config, outbox, brokers) = setup("r12", &[("r12.events", 1)]).await;
+    let (pool, config, outbox, brokers) = common::setup("r12", &[("r12.events", 1)]).await;
     let big = Ev::padded("r12.events", "k", 1, 1 << 20);
     let expected = commit_events(&pool, &outbox, &[big]).await;
     let relay = common::spawn_relay(
@@ -946,7 +928,8 @@ async fn r14_leases_retries_and_retention_are_measured_by_the_database_clock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_with_an_empty_key_stay_on_one_partition_in_order() {
-    let (pool, config, outbox, brokers) = setup("empty_key", &[("empty-key.events", 4)]).await;
+    let (pool, config, outbox, brokers) =
+        common::setup("empty_key", &[("empty-key.events", 4)]).await;
     let expected = commit_events(
         &pool,
         &outbox,

@@ -285,13 +285,7 @@ async fn run_batch(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,outbox_core=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    outbox_examples::init_logging();
     let options = parse_args()?;
     let database_url = outbox_examples::database_url();
     let brokers = outbox_examples::kafka_brokers();

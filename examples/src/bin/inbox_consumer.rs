@@ -123,13 +123,7 @@ fn parse_args() -> anyhow::Result<(String, Option<Duration>)> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,outbox_core=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    outbox_examples::init_logging();
     let (group, idle) = parse_args()?;
     let brokers = outbox_examples::kafka_brokers();
     let pool = PgPoolOptions::new()

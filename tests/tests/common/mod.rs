@@ -38,6 +38,22 @@ pub async fn fresh_outbox(pool: &PgPool, name: &str) -> PgOutboxConfig {
     config
 }
 
+/// Logging, a pool, a fresh outbox table named after the test, and its topics on the broker.
+pub async fn setup(
+    name: &str,
+    topics: &[(&str, i32)],
+) -> (PgPool, PgOutboxConfig, PgOutbox, String) {
+    init_tracing();
+    let pool = pool().await;
+    let config = fresh_outbox(&pool, name).await;
+    let outbox = outbox(&config);
+    let brokers = kafka_brokers();
+    outbox_examples::ensure_topics(&brokers, topics)
+        .await
+        .expect("topics");
+    (pool, config, outbox, brokers)
+}
+
 pub fn outbox(config: &PgOutboxConfig) -> PgOutbox {
     PgOutbox::new(config.clone())
 }
@@ -235,7 +251,6 @@ pub struct FaultyTransport {
     pub delay: Mutex<Duration>,
     rejections: Mutex<HashMap<Uuid, u32>>,
     random_rejections: Mutex<Option<(f64, fastrand::Rng)>>,
-    pub calls: AtomicU64,
     /// Rejections made so far.
     pub injected: AtomicU64,
 }
@@ -247,7 +262,6 @@ impl FaultyTransport {
             delay: Mutex::new(Duration::ZERO),
             rejections: Mutex::new(HashMap::new()),
             random_rejections: Mutex::new(None),
-            calls: AtomicU64::new(0),
             injected: AtomicU64::new(0),
         })
     }
@@ -272,7 +286,6 @@ impl FaultyTransport {
 #[async_trait]
 impl Transport for FaultyTransport {
     async fn publish(&self, batch: &[ClaimedEvent]) -> Vec<Result<(), PublishError>> {
-        self.calls.fetch_add(1, Ordering::Relaxed);
         let delay = *self.delay.lock().expect("lock");
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
