@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test in the workspace against real services: starts a throwaway PostgreSQL and a tansu broker,
-# runs `cargo test --workspace`, and stops them. Extra arguments go to cargo test (e.g. a test name filter).
+# runs `cargo test --workspace --all-features`, and stops them. Extra arguments go to cargo test (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,5 +11,5 @@ eval "$(scripts/services.sh up)"
 eval "$(scripts/services.sh tools)"
 
 started=$(date +%s)
-cargo test --workspace "$@"
+cargo test --workspace --all-features "$@"
 echo "scripts/test.sh: tests took $(( $(date +%s) - started )) s"

@@ -16,6 +16,12 @@ pub enum EncodeError {
         /// Which part: `payload`, `key`, `event type`, `aggregate type` or `header`.
         field: &'static str,
     },
+    /// A header name the transport sets from the event itself (`event-id`, `event-type`, ...).
+    #[error("header {name:?} is set from the event itself and cannot be given")]
+    ReservedHeader {
+        /// The name as given.
+        name: String,
+    },
     /// The event names a topic Kafka would refuse.
     #[error("invalid topic name {topic:?}: {reason}")]
     InvalidTopic {

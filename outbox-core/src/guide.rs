@@ -90,7 +90,7 @@
 /// # fn event(seq: i64, key: &str) -> ClaimedEvent {
 /// #     ClaimedEvent { id: uuid::Uuid::now_v7(), seq, topic: "t".into(), key: key.into(), event_type: "e".into(),
 /// #         aggregate_type: "a".into(), version: None, payload: format!("{{\"n\":{seq}}}"), headers: vec![],
-/// #         attempts: 1, last_error: None }
+/// #         attempts: 1, last_error: None, age: std::time::Duration::ZERO }
 /// # }
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let transport = VecTransport { down_keys: HashSet::from(["b".to_string()]), ..Default::default() };

@@ -27,7 +27,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, info_span, warn, Instrument};
 use uuid::Uuid;
 
 use crate::error::StoreError;
@@ -118,6 +118,18 @@ impl InboxMessage {
     /// `None` when it has one.
     pub fn id_problem(&self) -> Option<&'static str> {
         self.id_problem
+    }
+
+    /// The producer's trace context, from the W3C `traceparent` (and `tracestate`) header the outbox stored
+    /// at enqueue; `None` when the message has none or it is malformed. The consumer already makes each
+    /// handler's span (`outbox.inbox.deliver`) a child of it.
+    #[cfg(feature = "opentelemetry")]
+    pub fn trace_context(&self) -> Option<opentelemetry::Context> {
+        let text = |name| self.header(name).and_then(|v| std::str::from_utf8(v).ok());
+        crate::telemetry::parse_traceparent(
+            text(crate::telemetry::TRACEPARENT)?,
+            text(crate::telemetry::TRACESTATE),
+        )
     }
 
     /// The value of the first header called `name`.
@@ -419,7 +431,24 @@ where
                     continue;
                 }
             };
-            if self.deliver(&message, &shutdown).await?.is_none() {
+            let span = info_span!(
+                "outbox.inbox.deliver",
+                event_id = %message.event_id,
+                topic = %message.topic,
+                partition = message.partition,
+                offset = message.offset
+            );
+            #[cfg(feature = "opentelemetry")]
+            if let Some(parent) = message.trace_context() {
+                use tracing_opentelemetry::OpenTelemetrySpanExt;
+                let _ = span.set_parent(parent);
+            }
+            if self
+                .deliver(&message, &shutdown)
+                .instrument(span)
+                .await?
+                .is_none()
+            {
                 break;
             }
         }

@@ -25,14 +25,15 @@ mod message;
 mod relay;
 mod retry;
 mod store;
+pub mod telemetry;
 mod transport;
 
 pub use error::{EncodeError, PublishError, RelayError, StoreError};
 pub use event::{EventKey, OutboxEvent, StaticOutboxEvent};
-pub use message::{validate_topic, ClaimedEvent, NewMessage};
+pub use message::{validate_topic, ClaimedEvent, NewMessage, CORRELATION_ID};
 pub use relay::{PassReport, Relay, RelayConfig, RelayStats};
 pub use retry::RetryPolicy;
-pub use store::{Completion, CompletionReport, DeadLetter, LeaseOwner, Retry, Store};
+pub use store::{Completion, CompletionReport, DeadLetter, LeaseOwner, Retry, Store, TopicBacklog};
 pub use transport::Transport;
 
 /// Re-exported for [`Relay::run`]'s shutdown signal.

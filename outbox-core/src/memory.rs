@@ -40,7 +40,7 @@ use uuid::Uuid;
 use crate::error::{EncodeError, PublishError, StoreError};
 use crate::message::{ClaimedEvent, NewMessage};
 use crate::relay::{PassReport, Relay};
-use crate::store::{Completion, CompletionReport, LeaseOwner, Store};
+use crate::store::{Completion, CompletionReport, LeaseOwner, Store, TopicBacklog};
 use crate::transport::Transport;
 use crate::OutboxEvent;
 
@@ -117,6 +117,7 @@ struct Row {
     lease: Option<(LeaseOwner, Instant)>,
     available_at: Instant,
     published_at: Option<Instant>,
+    created_at: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -184,11 +185,13 @@ impl MemoryStore {
                         headers: message.headers,
                         attempts: 0,
                         last_error: None,
+                        age: Duration::ZERO,
                     },
                     status: EventStatus::Pending,
                     lease: None,
                     available_at: Instant::now(),
                     published_at: None,
+                    created_at: Instant::now(),
                 },
             );
         }
@@ -272,6 +275,7 @@ impl Store for MemoryStore {
             }
             row.lease = Some((owner, now + lease));
             row.event.attempts += 1;
+            row.event.age = now - row.created_at;
             claimed.push(row.event.clone());
         }
         Ok(claimed)
@@ -356,8 +360,37 @@ impl Store for MemoryStore {
         Ok(report)
     }
 
-    async fn wakeups(&self) -> Option<watch::Receiver<u64>> {
+    async fn wakeups(&self, _metric_labels: &[(String, String)]) -> Option<watch::Receiver<u64>> {
         Some(self.wake.subscribe())
+    }
+
+    async fn backlog(&self) -> Result<Option<Vec<TopicBacklog>>, StoreError> {
+        let now = Instant::now();
+        let state = self.lock();
+        let mut topics: BTreeMap<&str, TopicBacklog> = BTreeMap::new();
+        for row in state.rows.values() {
+            let t = topics
+                .entry(row.event.topic.as_str())
+                .or_insert_with(|| TopicBacklog {
+                    topic: row.event.topic.clone(),
+                    ..TopicBacklog::default()
+                });
+            match row.status {
+                EventStatus::Pending => {
+                    t.pending += 1;
+                    let age = now - row.created_at;
+                    t.oldest_pending_age = Some(t.oldest_pending_age.map_or(age, |a| a.max(age)));
+                }
+                EventStatus::Dead => t.dead += 1,
+                EventStatus::Published => {}
+            }
+        }
+        Ok(Some(
+            topics
+                .into_values()
+                .filter(|t| t.pending > 0 || t.dead > 0)
+                .collect(),
+        ))
     }
 
     async fn delete_published(

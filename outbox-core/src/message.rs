@@ -1,5 +1,7 @@
 //! The records that travel from `enqueue` through the outbox table to the broker.
 
+use std::time::Duration;
+
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
@@ -63,10 +65,68 @@ impl NewMessage {
             aggregate_type: event.aggregate_type().to_owned(),
             version: event.version(),
             payload,
+            #[cfg(feature = "opentelemetry")]
+            headers: crate::telemetry::current_trace_headers(),
+            #[cfg(not(feature = "opentelemetry"))]
             headers: Vec::new(),
         })
     }
+
+    /// Adds a header to send with the message. Names the transport sets itself (`event-id`, `event-type`,
+    /// `aggregate-type`, `aggregate-id`, `event-version`, `content-type`) are refused, as are NUL characters.
+    ///
+    /// ```
+    /// # #[derive(serde::Serialize, outbox_core::OutboxEvent)]
+    /// # #[outbox(topic = "orders")] struct OrderPlaced { #[outbox(key)] id: u64 }
+    /// use outbox_core::NewMessage;
+    /// let message = NewMessage::from_event(&OrderPlaced { id: 7 })?
+    ///     .with_correlation_id("req-42")?
+    ///     .with_header("tenant", "acme")?;
+    /// assert!(message.headers.contains(&("correlation-id".into(), "req-42".into())));
+    /// assert!(message.clone().with_header("event-id", "forged").is_err());
+    /// # Ok::<(), outbox_core::EncodeError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`EncodeError::ReservedHeader`] or [`EncodeError::NulCharacter`].
+    pub fn with_header(
+        mut self,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Result<Self, EncodeError> {
+        let (name, value) = (name.into(), value.into());
+        if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err(EncodeError::ReservedHeader { name });
+        }
+        if name.contains('\0') || value.contains('\0') {
+            return Err(EncodeError::NulCharacter { field: "header" });
+        }
+        self.headers.retain(|(n, _)| *n != name);
+        self.headers.push((name, value));
+        Ok(self)
+    }
+
+    /// Sets the `correlation-id` header, for consumers and logs that tie events of one request together.
+    ///
+    /// # Errors
+    /// [`EncodeError::NulCharacter`] when the id holds a NUL character.
+    pub fn with_correlation_id(self, id: impl Into<String>) -> Result<Self, EncodeError> {
+        self.with_header(CORRELATION_ID, id)
+    }
 }
+
+/// The header [`NewMessage::with_correlation_id`] sets.
+pub const CORRELATION_ID: &str = "correlation-id";
+
+/// Headers every transport sets from the event itself.
+const RESERVED_HEADERS: [&str; 6] = [
+    "event-id",
+    "event-type",
+    "aggregate-type",
+    "aggregate-id",
+    "event-version",
+    "content-type",
+];
 
 /// An outbox row claimed by a relay: leased to it until published, retried, dead-lettered or released.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +151,8 @@ pub struct ClaimedEvent {
     pub headers: Vec<(String, String)>,
     /// Publish attempts made so far, counting the one this claim starts.
     pub attempts: u32,
+    /// How long before the claim the event was enqueued, on the store's clock (for the commit→ack metric).
+    pub age: Duration,
     /// The error of the previous attempt, if any.
     pub last_error: Option<String>,
 }

@@ -1,6 +1,6 @@
 //! The relay: claims committed events, publishes them, and records what became of them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use crate::error::{PublishError, RelayError, StoreError};
 use crate::message::ClaimedEvent;
 use crate::retry::RetryPolicy;
 use crate::store::{Completion, DeadLetter, LeaseOwner, Retry, Store};
+use crate::telemetry::{names, RelayMetrics};
 use crate::transport::Transport;
 
 /// How a [`Relay`] behaves. Every field has a documented default; start from `RelayConfig::default()`.
@@ -46,6 +47,12 @@ pub struct RelayConfig {
     pub cleanup_interval: Duration,
     /// Most rows one cleanup statement deletes. Default 1,000.
     pub cleanup_batch: usize,
+    /// Labels added to every metric the relay (and its store) records, e.g. `("service", "orders")`, for
+    /// dashboards shared by many services. Default none. See [`telemetry`](crate::telemetry) for the metrics.
+    pub metric_labels: Vec<(String, String)>,
+    /// How often the relay reads the store's backlog (pending and dead events per topic, oldest pending age)
+    /// for its gauges; one query, off the publishing path. `None`: never. Default 15 s.
+    pub backlog_interval: Option<Duration>,
 }
 
 impl Default for RelayConfig {
@@ -67,6 +74,8 @@ impl Default for RelayConfig {
             retention: None,
             cleanup_interval: Duration::from_secs(10),
             cleanup_batch: 1_000,
+            metric_labels: Vec::new(),
+            backlog_interval: Some(Duration::from_secs(15)),
         }
     }
 }
@@ -140,6 +149,7 @@ pub struct Relay {
     config: RelayConfig,
     owner: LeaseOwner,
     counters: Counters,
+    metrics: RelayMetrics,
 }
 
 impl Relay {
@@ -161,6 +171,7 @@ impl Relay {
         Relay {
             store,
             transport,
+            metrics: RelayMetrics::new(&config.metric_labels),
             config,
             owner: LeaseOwner::random(),
             counters: Counters::default(),
@@ -192,7 +203,7 @@ impl Relay {
     /// retrying cannot fix, such as a missing migration.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), RelayError> {
         info!(owner = %self.owner, concurrency = self.config.concurrency.max(1), "relay started");
-        let wakeups = self.store.wakeups().await;
+        let wakeups = self.store.wakeups(&self.config.metric_labels).await;
         // A failure that stops one loop stops them all; the caller's token stops them too.
         let stop = shutdown.child_token();
         let loops = (0..self.config.concurrency.max(1)).map(|n| {
@@ -211,7 +222,10 @@ impl Relay {
                 result
             }
         });
-        let results = futures_util::future::join_all(loops).await;
+        let (results, ()) = tokio::join!(
+            futures_util::future::join_all(loops),
+            self.watch_backlog(&stop)
+        );
         info!(owner = %self.owner, "relay stopped");
         results
             .into_iter()
@@ -255,6 +269,7 @@ impl Relay {
                 }
                 Err(StoreError::Backend(e)) => {
                     store_failures += 1;
+                    self.metrics.store_error();
                     let delay = self.config.outage_backoff.delay(store_failures);
                     warn!(error = %e, failures = store_failures, retry_in = ?delay, "outbox store failed; retrying");
                     Some(delay)
@@ -304,6 +319,26 @@ impl Relay {
         }
     }
 
+    /// Refreshes the backlog gauges every `backlog_interval` until `stop`.
+    async fn watch_backlog(&self, stop: &CancellationToken) {
+        let Some(every) = self.config.backlog_interval else {
+            return;
+        };
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            match self.store.backlog().await {
+                Ok(Some(topics)) => self.metrics.backlog(&topics),
+                Ok(None) => return,
+                Err(e) => debug!(error = %e, "could not read the backlog for the gauges"),
+            }
+        }
+    }
+
     async fn cleanup(&self) {
         let Some(retention) = self.config.retention else {
             return;
@@ -333,15 +368,22 @@ impl Relay {
         shutdown: &CancellationToken,
     ) -> Result<PassReport, StoreError> {
         let started = tokio::time::Instant::now();
+        let claim_span = info_span!(
+            "outbox.claim",
+            limit = self.config.batch_size,
+            claimed = tracing::field::Empty
+        );
         let batch = self
             .store
             .claim_batch(owner, self.config.batch_size, self.config.lease)
-            .instrument(info_span!("outbox.claim", limit = self.config.batch_size))
+            .instrument(claim_span.clone())
             .await?;
+        claim_span.record("claimed", batch.len());
         if batch.is_empty() {
             return Ok(PassReport::default());
         }
         let claimed = batch.len();
+        self.metrics.claimed(claimed);
         let claim_done = tokio::time::Instant::now();
 
         // Events whose every allowed attempt was started without a result (the relays holding them died).
@@ -352,9 +394,17 @@ impl Relay {
 
         let results = self
             .publish_with_heartbeat(owner, &to_publish, shutdown)
-            .instrument(info_span!("outbox.publish", events = to_publish.len()))
+            .instrument(info_span!(
+                "outbox.publish",
+                events = to_publish.len(),
+                first_event_id = ?to_publish.first().map(|e| e.id),
+                last_event_id = ?to_publish.last().map(|e| e.id)
+            ))
             .await;
         let publish_done = tokio::time::Instant::now();
+        if !to_publish.is_empty() && results.is_some() {
+            self.metrics.published_batch(publish_done - claim_done);
+        }
         let mut completion = match results {
             Some(results) => decide(&to_publish, results, &self.config),
             None => Decision {
@@ -410,6 +460,7 @@ impl Relay {
                 .filter(|id| report.lease_lost.contains(id))
                 .count()
         };
+        self.record_outcomes(&batch, c, &report.lease_lost, publish_done - claim_done);
         let published = c.published.len() - lost(&c.published);
         let retried = c.retries.len() - lost(&c.retries.iter().map(|r| r.id).collect::<Vec<_>>());
         let dead =
@@ -424,6 +475,7 @@ impl Relay {
             .fetch_add(report.lease_lost.len() as u64, Ordering::Relaxed);
         if completion.outage {
             k.outages.fetch_add(1, Ordering::Relaxed);
+            self.metrics.outage();
         }
         Ok(PassReport {
             claimed,
@@ -434,6 +486,32 @@ impl Relay {
             outage: completion.outage,
             lease_lost: report.lease_lost.len(),
         })
+    }
+
+    /// Counts what became of a batch's events by topic and event type, leaving out events whose lease was lost.
+    fn record_outcomes(
+        &self,
+        batch: &[ClaimedEvent],
+        c: &Completion,
+        lease_lost: &[uuid::Uuid],
+        claim_to_ack: Duration,
+    ) {
+        let lost: HashSet<uuid::Uuid> = lease_lost.iter().copied().collect();
+        let by_id: HashMap<uuid::Uuid, &ClaimedEvent> = batch.iter().map(|e| (e.id, e)).collect();
+        let pick = |ids: &mut dyn Iterator<Item = uuid::Uuid>| -> Vec<&ClaimedEvent> {
+            ids.filter(|id| !lost.contains(id))
+                .filter_map(|id| by_id.get(&id).copied())
+                .collect()
+        };
+        let published = pick(&mut c.published.iter().copied());
+        self.metrics
+            .count_events(names::PUBLISHED, published.iter().copied());
+        self.metrics.acked(published.iter().copied(), claim_to_ack);
+        let retried = pick(&mut c.retries.iter().map(|r| r.id));
+        self.metrics.count_events(names::RETRIED, retried);
+        let dead = pick(&mut c.dead_letters.iter().map(|d| d.id));
+        self.metrics.count_events(names::DEAD_LETTERED, dead);
+        self.metrics.lease_lost(lost.len());
     }
 
     /// Publishes, extending the lease while the transport is still at work. `None` when shutdown came and the
@@ -580,6 +658,7 @@ mod tests {
             headers: vec![],
             attempts,
             last_error: None,
+            age: Duration::ZERO,
         }
     }
 

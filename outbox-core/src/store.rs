@@ -82,6 +82,19 @@ pub struct CompletionReport {
     pub lease_lost: Vec<Uuid>,
 }
 
+/// What waits in a store for one topic, as [`Store::backlog`] reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicBacklog {
+    /// The topic.
+    pub topic: String,
+    /// Events committed and not yet published.
+    pub pending: u64,
+    /// Dead-lettered events.
+    pub dead: u64,
+    /// How long ago the oldest pending event was enqueued (store clock); `None` when nothing is pending.
+    pub oldest_pending_age: Option<Duration>,
+}
+
 /// Where events wait: claim, lease, complete.
 ///
 /// A store must hand out events so that, for one `(topic, key)`, an event is claimable only when every earlier
@@ -118,8 +131,16 @@ pub trait Store: Send + Sync {
 
     /// A channel that changes whenever new events may have been committed, if the store can tell. The relay
     /// then wakes at once instead of waiting for its poll interval; polling stays as the fallback.
-    async fn wakeups(&self) -> Option<watch::Receiver<u64>> {
+    /// `metric_labels` are the relay's [`metric_labels`](crate::RelayConfig::metric_labels), for metrics the
+    /// wake-up source records (such as `outbox_listen_reconnects_total`).
+    async fn wakeups(&self, metric_labels: &[(String, String)]) -> Option<watch::Receiver<u64>> {
+        let _ = metric_labels;
         None
+    }
+
+    /// What waits in the store, per topic, for the backlog gauges; `None` when the store cannot tell.
+    async fn backlog(&self) -> Result<Option<Vec<TopicBacklog>>, StoreError> {
+        Ok(None)
     }
 
     /// Deletes up to `limit` published events older than `older_than`; returns how many it deleted.

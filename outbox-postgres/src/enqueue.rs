@@ -5,6 +5,7 @@ use std::sync::{Arc, LazyLock};
 
 use outbox_core::{NewMessage, OutboxEvent};
 use sqlx::PgConnection;
+use tracing::{info_span, Instrument};
 use uuid::Uuid;
 
 use crate::config::{key_lock, PgOutboxConfig};
@@ -94,6 +95,12 @@ impl PgOutbox {
             .bind(headers_json(&message.headers))
             .bind(key_lock(&message.topic, &message.key))
             .execute(conn)
+            .instrument(info_span!(
+                "outbox.enqueue",
+                event_id = %message.id,
+                topic = %message.topic,
+                event_type = %message.event_type
+            ))
             .await
             .map_err(|e| Error::from_sqlx(e, &self.config.table))?;
         Ok(())
@@ -162,6 +169,12 @@ impl PgOutbox {
             .bind(headers)
             .bind(locks)
             .execute(conn)
+            .instrument(info_span!(
+                "outbox.enqueue",
+                events = n,
+                first_event_id = %messages[0].id,
+                topic = %messages[0].topic
+            ))
             .await
             .map_err(|e| Error::from_sqlx(e, &self.config.table))?;
         Ok(())
@@ -205,6 +218,24 @@ pub trait EnqueueExt {
         &mut self,
         events: &[E],
     ) -> impl Future<Output = Result<Vec<Uuid>, Error>> + Send;
+
+    /// See [`PgOutbox::enqueue_message`]: for a message with headers of your own, such as a correlation id.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut tx: sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), Box<dyn std::error::Error>> {
+    /// # #[derive(serde::Serialize, outbox_core::OutboxEvent)]
+    /// # #[outbox(topic = "orders")] struct OrderPlaced { #[outbox(key)] id: u64 }
+    /// use outbox_core::NewMessage;
+    /// use outbox_postgres::EnqueueExt;
+    ///
+    /// let message = NewMessage::from_event(&OrderPlaced { id: 7 })?.with_correlation_id("req-42")?;
+    /// tx.enqueue_message(&message).await?;
+    /// # Ok(()) }
+    /// ```
+    fn enqueue_message(
+        &mut self,
+        message: &NewMessage,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
 }
 
 impl EnqueueExt for PgConnection {
@@ -220,5 +251,12 @@ impl EnqueueExt for PgConnection {
         events: &[E],
     ) -> impl Future<Output = Result<Vec<Uuid>, Error>> + Send {
         DEFAULT_OUTBOX.enqueue_all(self, events)
+    }
+
+    fn enqueue_message(
+        &mut self,
+        message: &NewMessage,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        DEFAULT_OUTBOX.enqueue_message(self, message)
     }
 }

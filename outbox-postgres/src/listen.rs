@@ -10,8 +10,17 @@ use tracing::{debug, info, warn};
 /// Starts a task that LISTENs on `channel` and bumps the returned counter on every notification, and once
 /// after every reconnect (notifications sent while it was away are lost, so the relay should look). The task
 /// ends when the receiver is dropped.
-pub(crate) fn spawn_listener(pool: PgPool, channel: String) -> watch::Receiver<u64> {
+pub(crate) fn spawn_listener(
+    pool: PgPool,
+    channel: String,
+    metric_labels: &[(String, String)],
+) -> watch::Receiver<u64> {
     let (tx, rx) = watch::channel(0u64);
+    let labels: Vec<metrics::Label> = metric_labels
+        .iter()
+        .map(|(k, v)| metrics::Label::new(k.clone(), v.clone()))
+        .collect();
+    let reconnects = metrics::counter!(outbox_core::telemetry::names::LISTEN_RECONNECTS, labels);
     tokio::spawn(async move {
         let mut failures = 0u32;
         loop {
@@ -29,6 +38,7 @@ pub(crate) fn spawn_listener(pool: PgPool, channel: String) -> watch::Receiver<u
             };
             if failures > 0 {
                 info!(%channel, "wake-up listener reconnected");
+                reconnects.increment(1);
             }
             failures = 0;
             // Anything committed while we were not listening is only found by looking.

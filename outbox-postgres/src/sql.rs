@@ -62,6 +62,7 @@ pub(crate) struct Queries {
     pub replay_key: String,
     pub replay_all: String,
     pub list_dead: String,
+    pub backlog: String,
 }
 
 impl Queries {
@@ -100,16 +101,16 @@ impl Queries {
             // transactions of one key take their positions in commit order.
             insert_one: format!(
                 "WITH key_lock AS MATERIALIZED (SELECT pg_advisory_xact_lock({key_class}, $9){notify}) \
-                 INSERT INTO {table} (id, topic, event_key, aggregate_type, aggregate_id, event_type, event_version, payload, headers) \
-                 SELECT $1, $2, $3, $4, $3, $5, $6, $7::text::jsonb, $8::text::jsonb FROM key_lock"
+                 INSERT INTO {table} (id, topic, event_key, aggregate_type, aggregate_id, event_type, event_version, payload, headers, created_at) \
+                 SELECT $1, $2, $3, $4, $3, $5, $6, $7::text::jsonb, $8::text::jsonb, clock_timestamp() FROM key_lock"
             ),
             // $9 holds the batch's distinct key locks, sorted, so two batches sharing keys take them in the same
             // order and cannot deadlock on each other.
             insert_many: format!(
                 "WITH key_locks AS MATERIALIZED (SELECT count(*) AS n FROM (SELECT pg_advisory_xact_lock({key_class}, h) \
                    FROM unnest($9::int4[]) WITH ORDINALITY AS l(h, ord) ORDER BY ord) AS locked{notify_many}) \
-                 INSERT INTO {table} (id, topic, event_key, aggregate_type, aggregate_id, event_type, event_version, payload, headers) \
-                 SELECT i.id, i.topic, i.event_key, i.aggregate_type, i.event_key, i.event_type, i.event_version, i.payload::jsonb, i.headers::jsonb \
+                 INSERT INTO {table} (id, topic, event_key, aggregate_type, aggregate_id, event_type, event_version, payload, headers, created_at) \
+                 SELECT i.id, i.topic, i.event_key, i.aggregate_type, i.event_key, i.event_type, i.event_version, i.payload::jsonb, i.headers::jsonb, clock_timestamp() \
                  FROM key_locks, unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[], $7::text[], $8::text[]) \
                    WITH ORDINALITY AS i(id, topic, event_key, aggregate_type, event_type, event_version, payload, headers, ord) \
                  ORDER BY i.ord",
@@ -144,7 +145,8 @@ impl Queries {
                  FROM candidates AS c \
                  WHERE o.id = c.id AND o.status = 'pending' AND (o.lease_until IS NULL OR o.lease_until <= now()) \
                  RETURNING o.id, o.seq, o.topic, o.event_key, o.event_type, o.aggregate_type, o.event_version, \
-                   o.payload::text AS payload, o.headers::text AS headers, o.retry_count, o.last_error"
+                   o.payload::text AS payload, o.headers::text AS headers, o.retry_count, o.last_error, \
+                   extract(epoch FROM clock_timestamp() - o.created_at)::float8 AS age_secs"
             ),
             extend_lease: format!(
                 "UPDATE {table} SET lease_until = now() + make_interval(secs => $3) \
@@ -191,6 +193,13 @@ impl Queries {
                 "SELECT id, seq, topic, event_key, event_type, aggregate_type, retry_count, last_error, \
                    extract(epoch FROM now() - dead_at)::float8 AS dead_for_secs \
                  FROM {table} WHERE status = 'dead' ORDER BY seq LIMIT $1"
+            ),
+            // For the backlog gauges: two partial indexes cover the rows it reads.
+            backlog: format!(
+                "SELECT topic, count(*) FILTER (WHERE status = 'pending') AS pending, \
+                   count(*) FILTER (WHERE status = 'dead') AS dead, \
+                   extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending'))::float8 AS oldest_secs \
+                 FROM {table} WHERE status IN ('pending', 'dead') GROUP BY topic ORDER BY topic"
             ),
         }
     }

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use outbox_core::{ClaimedEvent, Completion, CompletionReport, LeaseOwner, Store, StoreError};
+use outbox_core::{
+    ClaimedEvent, Completion, CompletionReport, LeaseOwner, Store, StoreError, TopicBacklog,
+};
 use sqlx::{PgPool, Row};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -188,6 +190,11 @@ fn seconds(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
+/// Seconds from the database as a duration; negative (clock steps) and non-finite values count as zero.
+fn secs(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s.max(0.0)).unwrap_or_default()
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn claim_batch(
@@ -232,6 +239,7 @@ impl Store for PgStore {
                     headers: serde_json::from_str(&headers).unwrap_or_default(),
                     attempts: row.try_get::<i32, _>("retry_count")?.max(0) as u32,
                     last_error: row.try_get("last_error")?,
+                    age: secs(row.try_get("age_secs")?),
                 })
             })
             .collect::<Result<Vec<_>, _>>()
@@ -332,14 +340,34 @@ impl Store for PgStore {
         })
     }
 
-    async fn wakeups(&self) -> Option<watch::Receiver<u64>> {
+    async fn wakeups(&self, metric_labels: &[(String, String)]) -> Option<watch::Receiver<u64>> {
         if !self.outbox.config().notify {
             return None;
         }
         Some(spawn_listener(
             self.pool.clone(),
             self.outbox.config().channel(),
+            metric_labels,
         ))
+    }
+
+    async fn backlog(&self) -> Result<Option<Vec<TopicBacklog>>, StoreError> {
+        let rows = sqlx::query(&self.outbox.queries().backlog)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.store_error(e))?;
+        rows.into_iter()
+            .map(|row| -> Result<TopicBacklog, sqlx::Error> {
+                Ok(TopicBacklog {
+                    topic: row.try_get("topic")?,
+                    pending: row.try_get::<i64, _>("pending")?.max(0) as u64,
+                    dead: row.try_get::<i64, _>("dead")?.max(0) as u64,
+                    oldest_pending_age: row.try_get::<Option<f64>, _>("oldest_secs")?.map(secs),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+            .map_err(|e| self.store_error(e))
     }
 
     async fn delete_published(

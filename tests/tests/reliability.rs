@@ -147,8 +147,8 @@ impl Store for CountingStore {
     ) -> Result<CompletionReport, StoreError> {
         self.inner.complete(owner, completion).await
     }
-    async fn wakeups(&self) -> Option<watch::Receiver<u64>> {
-        self.inner.wakeups().await
+    async fn wakeups(&self, labels: &[(String, String)]) -> Option<watch::Receiver<u64>> {
+        self.inner.wakeups(labels).await
     }
     async fn delete_published(
         &self,
@@ -429,6 +429,7 @@ async fn r07_per_partition_order_survives_a_broker_outage_in_the_middle_of_a_bat
             headers: vec![],
             attempts: 1,
             last_error: None,
+            age: Duration::ZERO,
         })
         .collect();
     let publishing = {

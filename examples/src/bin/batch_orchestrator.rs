@@ -105,6 +105,7 @@ struct Options {
     writers: usize,
     relays: usize,
     rollback_every: usize,
+    metrics_addr: std::net::SocketAddr,
 }
 
 fn parse_args() -> anyhow::Result<Options> {
@@ -113,6 +114,10 @@ fn parse_args() -> anyhow::Result<Options> {
         writers: 8,
         relays: 2,
         rollback_every: 7,
+        metrics_addr: std::env::var("OUTBOX_METRICS_ADDR")
+            .unwrap_or_else(|_| "127.0.0.1:9464".into())
+            .parse()
+            .context("OUTBOX_METRICS_ADDR must be an address like 127.0.0.1:9464")?,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -127,8 +132,15 @@ fn parse_args() -> anyhow::Result<Options> {
             "--writers" => options.writers = value("--writers")?.max(1),
             "--relays" => options.relays = value("--relays")?.max(1),
             "--rollback-every" => options.rollback_every = value("--rollback-every")?.max(2),
+            "--metrics-addr" => {
+                options.metrics_addr = args
+                    .next()
+                    .context("--metrics-addr needs a value")?
+                    .parse()
+                    .context("--metrics-addr needs an address like 127.0.0.1:9464")?
+            }
             "-h" | "--help" => {
-                println!("usage: batch_orchestrator [--events N (10000)] [--writers N (8)] [--relays N (2)] [--rollback-every N (7)]");
+                println!("usage: batch_orchestrator [--events N (10000)] [--writers N (8)] [--relays N (2)] [--rollback-every N (7)] [--metrics-addr ADDR (127.0.0.1:9464, or OUTBOX_METRICS_ADDR)]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?}; see --help"),
@@ -295,6 +307,13 @@ async fn main() -> anyhow::Result<()> {
         options.events, options.writers, options.relays
     );
 
+    // Metrics for Prometheus at http://<metrics-addr>/metrics while the service runs.
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(options.metrics_addr)
+        .install()
+        .with_context(|| format!("serve metrics on {}", options.metrics_addr))?;
+    println!("  metrics: http://{}/metrics", options.metrics_addr);
+
     let pool = PgPoolOptions::new()
         .max_connections((options.writers + options.relays * 2 + 2) as u32)
         .connect(&database_url)
@@ -324,7 +343,15 @@ async fn main() -> anyhow::Result<()> {
             inner: kafka,
             acked_at: acked_at.clone(),
         };
-        let relay = Relay::new(store, transport, RelayConfig::default());
+        let relay = Relay::new(
+            store,
+            transport,
+            RelayConfig {
+                metric_labels: vec![("service".into(), "batch-orchestrator".into())],
+                backlog_interval: Some(Duration::from_secs(1)),
+                ..RelayConfig::default()
+            },
+        );
         let token = shutdown.clone();
         relays.push(tokio::spawn(async move { relay.run(token).await }));
     }
@@ -423,6 +450,16 @@ async fn main() -> anyhow::Result<()> {
         relay.await??;
     }
 
+    // What the relays reported on the Prometheus endpoint: every committed event counted as published once.
+    let scraped = scrape(options.metrics_addr).await?;
+    let published_metric = sum_of(&scraped, "outbox_events_published_total");
+    let relay_p99 = scraped
+        .lines()
+        .filter(|l| {
+            l.starts_with("outbox_commit_to_ack_seconds{") && l.contains("quantile=\"0.99\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .fold(0.0f64, f64::max);
     let ledger = ledger.lock().unwrap_or_else(|p| p.into_inner());
     let report = check_delivery(&ledger.expected, &ledger.rolled_back, &received);
     let acked = acked_at.lock().unwrap_or_else(|p| p.into_inner());
@@ -451,6 +488,10 @@ async fn main() -> anyhow::Result<()> {
     println!("  bad key/header/payload {:>8}", report.mismatches.len());
     println!("  events/s               {rate:>8.0}");
     println!("  commit→ack p50 / p99   {p50:>6.1} ms / {p99:.1} ms");
+    println!(
+        "  metrics: published    {published_metric:>8}   (outbox_events_published_total; relay commit→ack p99 {:.1} ms)",
+        relay_p99 * 1e3
+    );
     for line in &report.mismatches {
         println!("  mismatch: {line}");
     }
@@ -467,8 +508,15 @@ async fn main() -> anyhow::Result<()> {
         "events_per_s": rate.round(),
         "commit_to_ack_p50_ms": (p50 * 10.0).round() / 10.0,
         "commit_to_ack_p99_ms": (p99 * 10.0).round() / 10.0,
+        "metric_published_total": published_metric,
     });
     println!("{summary}");
+    if published_metric < ledger.expected.len() as u64 {
+        bail!(
+            "outbox_events_published_total is {published_metric}, below the {} committed events",
+            ledger.expected.len()
+        );
+    }
     if !report.is_perfect() || ledger.expected.len() != options.events {
         bail!(
             "delivery check failed: {}/{} delivered",
@@ -477,4 +525,35 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The Prometheus text of the metrics endpoint at `addr` (a plain HTTP/1.0 GET).
+async fn scrape(addr: std::net::SocketAddr) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connect to the metrics endpoint {addr}"))?;
+    stream
+        .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response from the metrics endpoint")?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        bail!(
+            "metrics endpoint answered {}",
+            head.lines().next().unwrap_or("")
+        );
+    }
+    Ok(body.to_owned())
+}
+
+/// The sum of every sample of the counter `name`, across its labels.
+fn sum_of(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
