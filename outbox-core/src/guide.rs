@@ -34,7 +34,10 @@
 ///   `dead_letters`: set aside with the error; the key moves on. `released`: unlease at once and undo the
 ///   attempt count (the event was not tried).
 /// - **Wake-ups are optional.** [`Store::wakeups`] may return a channel that changes when events are
-///   committed; the relay polls anyway.
+///   committed; the relay polls anyway. Metrics the wake-up source records carry the labels it is given.
+/// - **Backlog and ages are optional too.** [`Store::backlog`] feeds the pending/dead gauges; fill
+///   [`ClaimedEvent::age`] (how long ago the event was enqueued, on the store's clock) for the commit→ack
+///   histogram, or leave it zero.
 ///
 /// ## A `Transport`: where events go
 ///
@@ -134,6 +137,8 @@
 /// [`Store::complete`]: crate::Store::complete
 /// [`Store::extend_lease`]: crate::Store::extend_lease
 /// [`Store::wakeups`]: crate::Store::wakeups
+/// [`Store::backlog`]: crate::Store::backlog
+/// [`ClaimedEvent::age`]: crate::ClaimedEvent::age
 /// [`Transport`]: crate::Transport
 /// [`Transport::publish`]: crate::Transport::publish
 /// [`LeaseOwner`]: crate::LeaseOwner
