@@ -25,6 +25,24 @@ pub enum Error {
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
+    /// A replay by id named events that are not dead letters (unknown, pending or published); nothing was
+    /// replayed.
+    #[error(
+        "nothing was replayed: {} {} (unknown, pending or published)",
+        join_ids(ids),
+        if ids.len() == 1 { "is not a dead letter" } else { "are not dead letters" }
+    )]
+    NotDeadLetters {
+        /// The ids that are not dead letters.
+        ids: Vec<uuid::Uuid>,
+    },
+}
+
+fn join_ids(ids: &[uuid::Uuid]) -> String {
+    ids.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Error {

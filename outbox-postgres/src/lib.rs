@@ -9,6 +9,12 @@
 //! in the same transaction as the handler's writes. [`migrate_inbox`] creates that table
 //! (`migrations/0002_inbox.sql`).
 //!
+//! Operators inspect and repair the table through [`PgStore`]: [`status`](PgStore::status),
+//! [`dead_letters`](PgStore::dead_letters), [`dead_letter`](PgStore::dead_letter),
+//! [`replay`](PgStore::replay) / [`replay_preview`](PgStore::replay_preview) and
+//! [`purge_published`](PgStore::purge_published), or with the `outbox` command-line tool that wraps them
+//! (feature `cli`: `cargo install --path outbox-postgres --features cli`).
+//!
 //! ## How order is kept
 //! `enqueue` takes a transaction-scoped advisory lock on the event's `(topic, key)` before the row takes its
 //! position (`seq`), so transactions that enqueue events of one key take positions in commit order. A relay
@@ -21,6 +27,7 @@
 //! when a relay dies after the broker acknowledged and before it marked.
 #![warn(missing_docs)]
 
+mod admin;
 mod config;
 mod enqueue;
 mod error;
@@ -29,6 +36,7 @@ mod listen;
 mod sql;
 mod store;
 
+pub use admin::{DeadEventDetail, OutboxStatus, TopicStatus};
 pub use config::{PgInboxConfig, PgOutboxConfig, TableName};
 pub use enqueue::{EnqueueExt, PgOutbox};
 pub use error::Error;

@@ -59,11 +59,53 @@ pub(crate) struct Queries {
     pub release: String,
     pub delete_published: String,
     pub replay: String,
-    pub replay_key: String,
-    pub replay_all: String,
     pub list_dead: String,
     pub backlog: String,
+    pub list_dead_in_topic: String,
+    pub status: String,
+    pub show_dead: String,
+    pub select_dead: DeadSelection,
+    pub lock_dead: DeadSelection,
+    pub purge_cutoff: String,
+    pub count_purgeable: String,
+    pub purge_published: String,
+    pub wake_relays: Option<String>,
 }
+
+/// One statement per [`ReplaySelector`](crate::ReplaySelector) variant, each reading dead events in outbox order.
+#[derive(Debug, Clone)]
+pub(crate) struct DeadSelection {
+    /// `$1`: the ids.
+    pub ids: String,
+    /// `$1`: the topic, `$2`: the key.
+    pub key: String,
+    /// `$1`: the event type.
+    pub event_type: String,
+    /// Every dead event.
+    pub all: String,
+}
+
+impl DeadSelection {
+    /// `select` is the column list; `suffix` goes after `ORDER BY seq` (e.g. a row lock).
+    fn new(table: &str, select: &str, suffix: &str) -> Self {
+        let render = |filter: &str| {
+            format!(
+                "SELECT {select} FROM {table} WHERE status = 'dead'{filter} ORDER BY seq{suffix}"
+            )
+        };
+        DeadSelection {
+            ids: render(" AND id = ANY($1)"),
+            key: render(" AND topic = $1 AND event_key = $2"),
+            event_type: render(" AND event_type = $1"),
+            all: render(""),
+        }
+    }
+}
+
+/// The columns of a [`DeadEvent`](crate::DeadEvent), its age measured by the database clock.
+const DEAD_EVENT_COLUMNS: &str =
+    "id, seq, topic, event_key, event_type, aggregate_type, retry_count, last_error, \
+   extract(epoch FROM now() - dead_at)::float8 AS dead_for_secs";
 
 impl Queries {
     pub fn new(config: &PgOutboxConfig) -> Self {
@@ -181,14 +223,6 @@ impl Queries {
                 "UPDATE {table} SET status = 'pending', retry_count = 0, available_at = now(), lease_until = NULL, dead_at = NULL \
                  WHERE id = ANY($1) AND status = 'dead' RETURNING id"
             ),
-            replay_key: format!(
-                "UPDATE {table} SET status = 'pending', retry_count = 0, available_at = now(), lease_until = NULL, dead_at = NULL \
-                 WHERE topic = $1 AND event_key = $2 AND status = 'dead' RETURNING id"
-            ),
-            replay_all: format!(
-                "UPDATE {table} SET status = 'pending', retry_count = 0, available_at = now(), lease_until = NULL, dead_at = NULL \
-                 WHERE status = 'dead' RETURNING id"
-            ),
             list_dead: format!(
                 "SELECT id, seq, topic, event_key, event_type, aggregate_type, retry_count, last_error, \
                    extract(epoch FROM now() - dead_at)::float8 AS dead_for_secs \
@@ -201,6 +235,43 @@ impl Queries {
                    extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending'))::float8 AS oldest_secs \
                  FROM {table} WHERE status IN ('pending', 'dead') GROUP BY topic ORDER BY topic"
             ),
+            list_dead_in_topic: format!(
+                "SELECT {DEAD_EVENT_COLUMNS} FROM {table} WHERE status = 'dead' AND topic = $1 ORDER BY seq LIMIT $2"
+            ),
+            // One pass over the table; ages come from the database clock, all measured at one `now()`.
+            status: format!(
+                "SELECT topic, \
+                   count(*) FILTER (WHERE status = 'pending') AS pending, \
+                   count(*) FILTER (WHERE status = 'published') AS published, \
+                   count(*) FILTER (WHERE status = 'dead') AS dead, \
+                   extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending'))::float8 AS oldest_pending_secs \
+                 FROM {table} GROUP BY topic ORDER BY topic"
+            ),
+            show_dead: format!(
+                "SELECT id, seq, topic, event_key, aggregate_type, aggregate_id, event_type, event_version, \
+                   payload::text AS payload, headers::text AS headers, retry_count, last_error, \
+                   extract(epoch FROM now() - created_at)::float8 AS age_secs, \
+                   extract(epoch FROM now() - dead_at)::float8 AS dead_for_secs \
+                 FROM {table} WHERE id = $1 AND status = 'dead'"
+            ),
+            select_dead: DeadSelection::new(&table, DEAD_EVENT_COLUMNS, ""),
+            // A replay locks what it selected, so the rows it counted are the rows it changes.
+            lock_dead: DeadSelection::new(&table, "id", " FOR UPDATE"),
+            // The cutoff is fixed once per purge, as text (exact to the microsecond, parsed back by the same
+            // database), so a long purge ends and counts what it will delete even while rows keep ageing.
+            purge_cutoff: "SELECT (now() - make_interval(secs => $1))::text".to_owned(),
+            count_purgeable: format!(
+                "SELECT count(*) FROM {table} WHERE status = 'published' AND published_at <= $1::timestamptz"
+            ),
+            purge_published: format!(
+                "DELETE FROM {table} WHERE id IN ( \
+                   SELECT id FROM {table} WHERE status = 'published' AND published_at <= $1::timestamptz \
+                   ORDER BY published_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+            ),
+            // Sent with a replay's commit so idle relays pick the replayed events up at once.
+            wake_relays: config
+                .notify
+                .then(|| format!("SELECT pg_notify('{}', '')", config.channel())),
         }
     }
 }

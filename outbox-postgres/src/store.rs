@@ -21,8 +21,8 @@ use crate::PgOutboxConfig;
 /// host's clock.
 #[derive(Debug, Clone)]
 pub struct PgStore {
-    pool: PgPool,
-    outbox: PgOutbox,
+    pub(crate) pool: PgPool,
+    pub(crate) outbox: PgOutbox,
 }
 
 impl PgStore {
@@ -52,8 +52,9 @@ impl PgStore {
     }
 
     /// Puts dead-lettered events back in their key's order (they keep their position) with a fresh attempt
-    /// count, in one statement; returns the ids that were dead and are now pending. Ids that are not dead are
-    /// left alone.
+    /// count, in one transaction; returns the ids that were dead and are now pending, in outbox order.
+    /// [`replay_with_progress`](Self::replay_with_progress) reports progress on large selections, and
+    /// [`replay_preview`](Self::replay_preview) lists what a replay would change.
     ///
     /// ```no_run
     /// # async fn demo(store: outbox_postgres::PgStore) -> Result<(), outbox_postgres::Error> {
@@ -66,22 +67,10 @@ impl PgStore {
     /// ```
     ///
     /// # Errors
-    /// [`Error::Database`] when the update fails; then nothing changed.
+    /// [`Error::NotDeadLetters`] when [`ReplaySelector::Ids`] names an event that is not dead (unknown, pending
+    /// or published); [`Error::Database`] when the database fails. Either way nothing changed.
     pub async fn replay(&self, selector: ReplaySelector) -> Result<Vec<Uuid>, Error> {
-        let q = self.outbox.queries();
-        let query = match &selector {
-            ReplaySelector::Ids(ids) => sqlx::query_scalar(&q.replay).bind(ids.as_slice()),
-            ReplaySelector::Key { topic, key } => {
-                sqlx::query_scalar(&q.replay_key).bind(topic).bind(key)
-            }
-            ReplaySelector::All => sqlx::query_scalar(&q.replay_all),
-        };
-        let replayed = query
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| Error::from_sqlx(e, &self.outbox.config().table))?;
-
-        Ok(replayed)
+        self.replay_with_progress(&selector, |_, _| {}).await
     }
 
     /// The oldest `limit` dead-lettered events, in outbox order.
@@ -94,24 +83,8 @@ impl PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| Error::from_sqlx(e, &self.outbox.config().table))?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(DeadEvent {
-                    id: row.try_get("id")?,
-                    seq: row.try_get("seq")?,
-                    topic: row.try_get("topic")?,
-                    key: row.try_get("event_key")?,
-                    event_type: row.try_get("event_type")?,
-                    aggregate_type: row.try_get("aggregate_type")?,
-                    attempts: row.try_get::<i32, _>("retry_count")?.max(0) as u32,
-                    last_error: row.try_get("last_error")?,
-                    dead_for: Duration::from_secs_f64(
-                        row.try_get::<Option<f64>, _>("dead_for_secs")?
-                            .unwrap_or(0.0)
-                            .max(0.0),
-                    ),
-                })
-            })
+        rows.iter()
+            .map(crate::admin::dead_event)
             .collect::<Result<Vec<_>, sqlx::Error>>()
             .map_err(Error::Database)
     }
@@ -149,6 +122,7 @@ impl PgStore {
 
 /// Which dead-lettered events [`PgStore::replay`] puts back.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReplaySelector {
     /// These events.
     Ids(Vec<Uuid>),
@@ -161,6 +135,8 @@ pub enum ReplaySelector {
     },
     /// Every dead event.
     All,
+    /// Every dead event of one event type.
+    EventType(String),
 }
 
 /// A dead-lettered event, as [`PgStore::dead_letters`] lists it.
