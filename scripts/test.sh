@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test in the workspace against real services: starts a throwaway PostgreSQL and a tansu broker,
-# runs `cargo test --workspace --all-features`, and stops them. Extra arguments go to cargo test (e.g. a test name filter).
+# runs `cargo test --workspace --all-features` (so feature-gated code such as the `outbox` CLI is tested too),
+# and stops them. Extra arguments go to cargo test (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
