@@ -221,7 +221,7 @@ async fn batch_enqueue_ratio(pool: &PgPool, secs: f64) -> (f64, f64) {
             .iter()
             .map(|e| outbox_core::NewMessage::from_event(e).expect("encode"))
             .collect();
-        for w in if round % 2 == 0 {
+        for w in if round.is_multiple_of(2) {
             [Writer::Outbox, Writer::Raw]
         } else {
             [Writer::Raw, Writer::Outbox]

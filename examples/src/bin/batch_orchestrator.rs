@@ -225,7 +225,7 @@ async fn run_batch(
     }
 
     // Sometimes: assign a reviewer, and fail after enqueueing. The rollback must take the event with it.
-    if number % rollback_every == 0 {
+    if number.is_multiple_of(rollback_every) {
         let mut tx = pool.begin().await?;
         sqlx::query("UPDATE batches SET status = 'reviewing' WHERE id = $1")
             .bind(batch_id)
