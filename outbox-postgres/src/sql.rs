@@ -228,12 +228,14 @@ impl Queries {
                    extract(epoch FROM now() - dead_at)::float8 AS dead_for_secs \
                  FROM {table} WHERE status = 'dead' ORDER BY seq LIMIT $1"
             ),
-            // For the backlog gauges: two partial indexes cover the rows it reads.
+            // For the backlog gauges: two partial indexes cover the rows it reads. Written as `OR`, not
+            // `IN (..)`: PostgreSQL combines the partial indexes (a BitmapOr) only for an `OR` of the two
+            // predicates; with `IN` it scans the whole table, published rows (`keep_published`) included.
             backlog: format!(
                 "SELECT topic, count(*) FILTER (WHERE status = 'pending') AS pending, \
                    count(*) FILTER (WHERE status = 'dead') AS dead, \
                    extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending'))::float8 AS oldest_secs \
-                 FROM {table} WHERE status IN ('pending', 'dead') GROUP BY topic ORDER BY topic"
+                 FROM {table} WHERE status = 'pending' OR status = 'dead' GROUP BY topic ORDER BY topic"
             ),
             list_dead_in_topic: format!(
                 "SELECT {DEAD_EVENT_COLUMNS} FROM {table} WHERE status = 'dead' AND topic = $1 ORDER BY seq LIMIT $2"
