@@ -17,6 +17,10 @@ use crate::error::Error;
 use crate::sql::DeadSelection;
 use crate::store::{DeadEvent, PgStore, ReplaySelector};
 
+/// The longest `published_before` a purge subtracts from `now()`: 5000 years (PostgreSQL's timestamps start in
+/// 4713 BC); longer ones are clamped to it.
+const MAX_PURGE_AGE_SECS: f64 = 5000.0 * 365.25 * 86_400.0;
+
 /// Rows a replay updates per statement; progress is reported after each.
 const REPLAY_CHUNK: usize = 1000;
 
@@ -336,8 +340,11 @@ impl PgStore {
     }
 
     async fn purge_cutoff(&self, published_before: Duration) -> Result<String, Error> {
+        // `now() - interval` fails with "timestamp out of range" before 4713 BC; nothing was published
+        // that long ago, so a longer duration means the same as the longest one PostgreSQL can subtract.
+        let seconds = published_before.as_secs_f64().min(MAX_PURGE_AGE_SECS);
         sqlx::query_scalar(&self.outbox.queries().purge_cutoff)
-            .bind(published_before.as_secs_f64())
+            .bind(seconds)
             .fetch_one(&self.pool)
             .await
             .map_err(|e| self.error(e))

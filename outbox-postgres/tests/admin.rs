@@ -175,3 +175,31 @@ async fn purge_reports_progress_per_batch_and_deletes_only_rows_past_the_cutoff(
         0
     );
 }
+
+#[tokio::test]
+async fn a_purge_duration_longer_than_the_calendar_deletes_nothing_instead_of_failing() {
+    let (pool, store, table) = store("purge_huge").await;
+    let ids = enqueue(&pool, store.outbox(), 3).await;
+    sqlx::query(&format!(
+        "UPDATE {table} SET status = 'published', published_at = now() - interval '3 days' WHERE id = ANY($1)"
+    ))
+    .bind(&ids)
+    .execute(&pool)
+    .await
+    .expect("make published");
+    // Used to fail with "timestamp out of range" (now() minus more than the years back to 4713 BC).
+    for huge in [
+        Duration::from_secs(10_000_000 * 604_800),
+        Duration::from_secs(u64::MAX),
+    ] {
+        assert_eq!(store.count_purgeable(huge).await.expect("count"), 0);
+        assert_eq!(
+            store
+                .purge_published(huge, 10, |_, _| {})
+                .await
+                .expect("purge"),
+            0
+        );
+    }
+    assert_eq!(store.status().await.expect("status").published, 3);
+}

@@ -821,6 +821,9 @@ fn parse_table(text: &str) -> Result<TableName, String> {
     TableName::new(schema, table).map_err(|e| e.to_string())
 }
 
+/// The longest duration accepted: 1000 years, far from PostgreSQL's earliest timestamp (4713 BC).
+const MAX_DURATION_SECS: u64 = 1000 * 365 * 86_400;
+
 /// A duration as one or more `<number><unit>` parts: `30s`, `15m`, `12h`, `7d`, `2w`, `1h30m`.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let invalid = || {
@@ -852,6 +855,13 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
             .checked_mul(seconds_per)
             .and_then(|s| total.checked_add(s))
             .ok_or_else(|| format!("{text:?} is too long a duration"))?;
+    }
+    // PostgreSQL cannot go further back than 4713 BC: a longer duration fails in the database as "timestamp
+    // out of range" (a runtime error, exit 1) instead of being refused here as bad input.
+    if total > MAX_DURATION_SECS {
+        return Err(format!(
+            "{text:?} is too long a duration (at most 1000 years)"
+        ));
     }
     Ok(Duration::from_secs(total))
 }
@@ -909,6 +919,10 @@ mod tests {
         assert_eq!(parse_duration("2w"), Ok(Duration::from_secs(1_209_600)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("1d2h3m4s"), Ok(Duration::from_secs(93_784)));
+        assert_eq!(
+            parse_duration("52000w"),
+            Ok(Duration::from_secs(52_000 * 604_800))
+        );
     }
 
     #[test]
@@ -923,6 +937,8 @@ mod tests {
             "1.5h",
             "h1",
             "99999999999999999999s",
+            "99999999999d",
+            "10000000w",
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} must be refused");
         }
