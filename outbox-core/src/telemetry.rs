@@ -80,50 +80,52 @@ pub(crate) fn labels(base: &[(String, String)], extra: &[(&'static str, &str)]) 
         .collect()
 }
 
-/// The relay's handles on its unlabelled metrics, and a way to record the labelled ones per batch.
+/// Records the relay's metrics. Every metric is looked up in the recorder installed when it is recorded, not
+/// when the relay was made: a relay built before the exporter was installed still reports everything.
 pub(crate) struct RelayMetrics {
     base: Vec<(String, String)>,
-    publish_duration: Histogram,
-    claim_batch_size: Histogram,
-    lease_lost: Counter,
-    outages: Counter,
-    store_errors: Counter,
+    /// `base` as `metrics` labels, for the metrics without labels of their own.
+    labels: Vec<Label>,
     /// Topics the backlog gauges were set for, so a topic that empties drops to zero.
     gauged_topics: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl RelayMetrics {
     pub(crate) fn new(base: &[(String, String)]) -> Self {
-        let l = labels(base, &[]);
         RelayMetrics {
             base: base.to_vec(),
-            publish_duration: metrics::histogram!(names::PUBLISH_DURATION, l.clone()),
-            claim_batch_size: metrics::histogram!(names::CLAIM_BATCH_SIZE, l.clone()),
-            lease_lost: metrics::counter!(names::LEASE_LOST, l.clone()),
-            outages: metrics::counter!(names::BROKER_OUTAGES, l.clone()),
-            store_errors: metrics::counter!(names::STORE_ERRORS, l),
+            labels: labels(base, &[]),
             gauged_topics: std::sync::Mutex::new(BTreeSet::new()),
         }
     }
 
+    fn histogram(&self, name: &'static str) -> Histogram {
+        metrics::histogram!(name, self.labels.clone())
+    }
+
+    fn counter(&self, name: &'static str) -> Counter {
+        metrics::counter!(name, self.labels.clone())
+    }
+
     pub(crate) fn claimed(&self, n: usize) {
-        self.claim_batch_size.record(n as f64);
+        self.histogram(names::CLAIM_BATCH_SIZE).record(n as f64);
     }
 
     pub(crate) fn published_batch(&self, took: Duration) {
-        self.publish_duration.record(took.as_secs_f64());
+        self.histogram(names::PUBLISH_DURATION)
+            .record(took.as_secs_f64());
     }
 
     pub(crate) fn lease_lost(&self, n: usize) {
-        self.lease_lost.increment(n as u64);
+        self.counter(names::LEASE_LOST).increment(n as u64);
     }
 
     pub(crate) fn outage(&self) {
-        self.outages.increment(1);
+        self.counter(names::BROKER_OUTAGES).increment(1);
     }
 
     pub(crate) fn store_error(&self) {
-        self.store_errors.increment(1);
+        self.counter(names::STORE_ERRORS).increment(1);
     }
 
     /// Counts events under `name`, one increment per (topic, event type).

@@ -275,3 +275,36 @@ fn backlog_gauges_follow_the_store_and_drop_to_zero_when_a_topic_empties() {
         running.await.unwrap().unwrap();
     });
 }
+
+#[test]
+fn a_relay_made_before_the_recorder_was_installed_still_records_every_metric() {
+    // Made with no recorder installed (e.g. the exporter is set up after the relay is built).
+    let store = MemoryStore::new();
+    let transport = MemoryTransport::new();
+    store.enqueue(&OrderPlaced { order_id: 1 }).unwrap();
+    let relay = Relay::new(store.clone(), transport.clone(), config());
+    with_recorder(async |m| {
+        transport.set_unavailable(true);
+        relay.run_once().await.unwrap();
+        transport.set_unavailable(false);
+        relay.run_once().await.unwrap();
+        let s = snapshot(m);
+        assert_eq!(
+            counter(
+                &s,
+                names::PUBLISHED,
+                &[("service", "shop"), ("topic", "orders")]
+            ),
+            1
+        );
+        assert_eq!(
+            counter(&s, names::BROKER_OUTAGES, &[("service", "shop")]),
+            1,
+            "{s:?}"
+        );
+        assert_eq!(
+            histogram(&s, names::CLAIM_BATCH_SIZE, &[("service", "shop")]),
+            [1.0, 1.0]
+        );
+    });
+}
