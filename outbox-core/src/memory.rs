@@ -255,7 +255,18 @@ impl Store for MemoryStore {
     ) -> Result<Vec<ClaimedEvent>, StoreError> {
         let now = Instant::now();
         let mut state = self.lock();
-        let mut blocked: HashSet<(String, String)> = HashSet::new();
+        // A key with any row in flight or waiting for a retry is blocked as a whole, also for rows before
+        // that one (a replayed dead letter keeps its earlier position).
+        let mut blocked: HashSet<(String, String)> = state
+            .rows
+            .values()
+            .filter(|row| {
+                row.status == EventStatus::Pending
+                    && (matches!(row.lease, Some((_, until)) if until > now)
+                        || row.available_at > now)
+            })
+            .map(|row| (row.event.topic.clone(), row.event.key.clone()))
+            .collect();
         let mut claimed = Vec::new();
         for row in state.rows.values_mut() {
             if claimed.len() >= limit {

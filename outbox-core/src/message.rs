@@ -84,6 +84,8 @@ impl NewMessage {
     ///     .with_header("tenant", "acme")?;
     /// assert!(message.headers.contains(&("correlation-id".into(), "req-42".into())));
     /// assert!(message.clone().with_header("event-id", "forged").is_err());
+    /// let replaced = message.with_header("Tenant", "globex")?;
+    /// assert_eq!(replaced.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("tenant")).count(), 1);
     /// # Ok::<(), outbox_core::EncodeError>(())
     /// ```
     ///
@@ -101,7 +103,8 @@ impl NewMessage {
         if name.contains('\0') || value.contains('\0') {
             return Err(EncodeError::NulCharacter { field: "header" });
         }
-        self.headers.retain(|(n, _)| *n != name);
+        // Header names are compared without case, as Kafka clients and HTTP-minded consumers do.
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
         self.headers.push((name, value));
         Ok(self)
     }

@@ -48,7 +48,9 @@ pub struct RelayConfig {
     /// Most rows one cleanup statement deletes. Default 1,000.
     pub cleanup_batch: usize,
     /// Labels added to every metric the relay (and its store) records, e.g. `("service", "orders")`, for
-    /// dashboards shared by many services. Default none. See [`telemetry`](crate::telemetry) for the metrics.
+    /// dashboards shared by many services; add `("table", ...)` when one process relays several tables, whose
+    /// topics would otherwise share gauges. `topic` and `event_type` are the relay's own and are ignored here.
+    /// Default none. See [`telemetry`](crate::telemetry) for the metrics.
     pub metric_labels: Vec<(String, String)>,
     /// How often the relay reads the store's backlog (pending and dead events per topic, oldest pending age)
     /// for its gauges; one query, off the publishing path. `None`: never. Default 15 s.
@@ -203,6 +205,7 @@ impl Relay {
     /// retrying cannot fix, such as a missing migration.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), RelayError> {
         info!(owner = %self.owner, concurrency = self.config.concurrency.max(1), "relay started");
+        self.metrics.announce();
         let wakeups = self.store.wakeups(&self.config.metric_labels).await;
         // A failure that stops one loop stops them all; the caller's token stops them too.
         let stop = shutdown.child_token();

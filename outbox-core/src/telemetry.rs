@@ -72,6 +72,9 @@ pub mod names {
     pub const LISTEN_RECONNECTS: &str = "outbox_listen_reconnects_total";
 }
 
+/// Labels the relay sets itself; a user label with one of these names is ignored.
+const OWN_LABELS: [&str; 2] = ["topic", "event_type"];
+
 /// User labels turned into `metrics` labels, with more appended.
 pub(crate) fn labels(base: &[(String, String)], extra: &[(&'static str, &str)]) -> Vec<Label> {
     base.iter()
@@ -92,6 +95,19 @@ pub(crate) struct RelayMetrics {
 
 impl RelayMetrics {
     pub(crate) fn new(base: &[(String, String)]) -> Self {
+        // The relay's own labels win: a user label of the same name would give one series two values for it.
+        let base: Vec<(String, String)> = base
+            .iter()
+            .filter(|(k, _)| {
+                let reserved = OWN_LABELS.contains(&k.as_str());
+                if reserved {
+                    tracing::warn!(label = %k, "metric label ignored: the relay sets it itself");
+                }
+                !reserved
+            })
+            .cloned()
+            .collect();
+        let base = &base[..];
         RelayMetrics {
             base: base.to_vec(),
             labels: labels(base, &[]),
@@ -105,6 +121,18 @@ impl RelayMetrics {
 
     fn counter(&self, name: &'static str) -> Counter {
         metrics::counter!(name, self.labels.clone())
+    }
+
+    /// Registers the relay-wide counters at zero, so that they exist (and alerts on them work) before the
+    /// first outage or error.
+    pub(crate) fn announce(&self) {
+        for name in [
+            names::LEASE_LOST,
+            names::BROKER_OUTAGES,
+            names::STORE_ERRORS,
+        ] {
+            self.counter(name).increment(0);
+        }
     }
 
     pub(crate) fn claimed(&self, n: usize) {

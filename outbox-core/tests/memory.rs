@@ -209,6 +209,46 @@ async fn the_relay_retries_then_dead_letters_and_a_replay_goes_out_first() {
     );
 }
 
+/// A dead letter replayed while a later event of its key is in flight waits for it.
+#[tokio::test(start_paused = true)]
+async fn a_replay_waits_while_a_later_event_of_its_key_is_in_flight() {
+    let store = MemoryStore::new();
+    let first = store.enqueue(&OrderPlaced { order_id: 1, n: 1 }).unwrap();
+    let second = store.enqueue(&OrderPlaced { order_id: 1, n: 2 }).unwrap();
+    let (dead_owner, busy_owner) = (LeaseOwner::random(), LeaseOwner::random());
+    store.claim_batch(dead_owner, 1, LEASE).await.unwrap();
+    let completion = Completion {
+        dead_letters: vec![outbox_core::DeadLetter {
+            id: first,
+            error: "refused".into(),
+        }],
+        ..Completion::default()
+    };
+    store.complete(dead_owner, &completion).await.unwrap();
+    let in_flight = store.claim_batch(busy_owner, 10, LEASE).await.unwrap();
+    assert_eq!(in_flight[0].id, second);
+
+    assert!(store.replay(first));
+    assert!(
+        store
+            .claim_batch(LeaseOwner::random(), 10, LEASE)
+            .await
+            .unwrap()
+            .is_empty(),
+        "one key never has two events in flight"
+    );
+    let done = Completion {
+        published: vec![second],
+        ..Completion::default()
+    };
+    store.complete(busy_owner, &done).await.unwrap();
+    let after = store
+        .claim_batch(LeaseOwner::random(), 10, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(after.iter().map(|e| e.id).collect::<Vec<_>>(), vec![first]);
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_outage_counts_no_attempts() {
     let store = MemoryStore::new();

@@ -154,6 +154,44 @@ fn outcomes_are_counted_by_topic_and_event_type_with_the_user_labels() {
     });
 }
 
+/// The memory store, except that lease extensions are lost (as when the relay cannot reach the database while
+/// it publishes): the lease runs out whatever the heartbeat does.
+struct HeartbeatsLost(MemoryStore);
+
+#[async_trait::async_trait]
+impl Store for HeartbeatsLost {
+    async fn claim_batch(
+        &self,
+        owner: outbox_core::LeaseOwner,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<outbox_core::ClaimedEvent>, outbox_core::StoreError> {
+        self.0.claim_batch(owner, limit, lease).await
+    }
+    async fn extend_lease(
+        &self,
+        _: outbox_core::LeaseOwner,
+        _: &[uuid::Uuid],
+        _: Duration,
+    ) -> Result<Vec<uuid::Uuid>, outbox_core::StoreError> {
+        Ok(Vec::new())
+    }
+    async fn complete(
+        &self,
+        owner: outbox_core::LeaseOwner,
+        completion: &outbox_core::Completion,
+    ) -> Result<outbox_core::CompletionReport, outbox_core::StoreError> {
+        self.0.complete(owner, completion).await
+    }
+    async fn delete_published(
+        &self,
+        older_than: Duration,
+        limit: usize,
+    ) -> Result<u64, outbox_core::StoreError> {
+        self.0.delete_published(older_than, limit).await
+    }
+}
+
 /// A transport that lets the lease run out mid-publish and another relay take the events, then succeeds.
 struct SlowerThanTheLease {
     store: MemoryStore,
@@ -201,7 +239,7 @@ fn a_broker_outage_and_a_lost_lease_are_counted() {
         assert!(value(&outage, MetricKind::Counter, names::PUBLISHED, &[]).is_none());
 
         let relay = Relay::new(
-            store.clone(),
+            HeartbeatsLost(store.clone()),
             SlowerThanTheLease {
                 store: store.clone(),
             },

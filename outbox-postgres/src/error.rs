@@ -16,6 +16,13 @@ pub enum Error {
         /// The table that was looked for.
         table: String,
     },
+    /// The outbox table exists but lacks columns this version uses (made by another tool or an older
+    /// schema): `migrate` only creates what is missing, so compare it with the shipped migration.
+    #[error("the outbox table {table} lacks columns this version uses: compare it with outbox-postgres/migrations/0001_outbox.sql (migrating creates missing tables, it does not change existing ones)")]
+    OutdatedTable {
+        /// The table that was looked at.
+        table: String,
+    },
     /// The inbox table is missing: run the inbox migration.
     #[error("the inbox table {table} is missing or out of date: run outbox_postgres::migrate_inbox(&pool) (or apply outbox-postgres/migrations/0002_inbox.sql)")]
     MissingInboxMigration {
@@ -38,26 +45,52 @@ pub enum Error {
     },
 }
 
+/// The first ten ids, and how many more.
 fn join_ids(ids: &[uuid::Uuid]) -> String {
-    ids.iter()
+    const SHOWN: usize = 10;
+    let mut text = ids
+        .iter()
+        .take(SHOWN)
         .map(ToString::to_string)
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    if ids.len() > SHOWN {
+        text.push_str(&format!(" and {} more", ids.len() - SHOWN));
+    }
+    text
 }
 
 impl Error {
     pub(crate) fn from_sqlx(error: sqlx::Error, table: &crate::TableName) -> Self {
-        if is_missing_schema(&error) {
-            Error::MissingMigration {
+        match schema_problem(&error) {
+            Some(SchemaProblem::MissingTable) => Error::MissingMigration {
                 table: table.quoted(),
-            }
-        } else {
-            Error::Database(error)
+            },
+            Some(SchemaProblem::MissingColumn) => Error::OutdatedTable {
+                table: table.quoted(),
+            },
+            None => Error::Database(error),
         }
     }
 }
 
 /// Undefined table or column: the migration was not applied.
 pub(crate) fn is_missing_schema(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("42P01") | Some("42703")))
+    schema_problem(error).is_some()
+}
+
+pub(crate) enum SchemaProblem {
+    MissingTable,
+    MissingColumn,
+}
+
+pub(crate) fn schema_problem(error: &sqlx::Error) -> Option<SchemaProblem> {
+    match error {
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("42P01") => Some(SchemaProblem::MissingTable),
+            Some("42703") => Some(SchemaProblem::MissingColumn),
+            _ => None,
+        },
+        _ => None,
+    }
 }

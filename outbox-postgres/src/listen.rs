@@ -20,7 +20,14 @@ pub(crate) fn spawn_listener(
         .iter()
         .map(|(k, v)| metrics::Label::new(k.clone(), v.clone()))
         .collect();
-    let reconnects = metrics::counter!(outbox_core::telemetry::names::LISTEN_RECONNECTS, labels);
+    // Looked up when counted, so an exporter installed after the relay started still sees it.
+    let reconnects = move || {
+        metrics::counter!(
+            outbox_core::telemetry::names::LISTEN_RECONNECTS,
+            labels.clone()
+        )
+    };
+    reconnects().increment(0);
     tokio::spawn(async move {
         let mut failures = 0u32;
         loop {
@@ -38,7 +45,7 @@ pub(crate) fn spawn_listener(
             };
             if failures > 0 {
                 info!(%channel, "wake-up listener reconnected");
-                reconnects.increment(1);
+                reconnects().increment(1);
             }
             failures = 0;
             // Anything committed while we were not listening is only found by looking.

@@ -165,22 +165,21 @@ impl Queries {
             // Claims are serialized per table so that two relays never take events of one key at once; the
             // claim statement runs after the lock, in the same transaction, so it sees the previous claim.
             claim_lock: format!("SELECT pg_advisory_xact_lock({claim_class}, 0)"),
-            // A key is blocked from its first pending row that is leased or waiting for a retry (both have a
-            // `lease_until` in the future); a row is claimable when it is not itself blocked and no earlier row
-            // of its key blocks it. The claimable rows of a key are therefore a prefix of its pending rows, and
-            // taking the lowest `seq` first keeps every key's prefix whole. The blocked set is small (rows in
-            // flight or waiting), read once through its partial index, so the claim costs the same whatever
-            // the backlog behind a key.
+            // A key is blocked while any of its pending rows is leased or waiting for a retry (both have a
+            // `lease_until` in the future): then none of its rows is claimable, so one key never has two events
+            // in flight, even when a replayed dead letter sits before a row that is in flight. Otherwise the
+            // claimable rows of a key are all its pending rows, and taking the lowest `seq` first keeps every
+            // key's claimed part a prefix. The blocked set is small (rows in flight or waiting), read once
+            // through its partial index, so the claim costs the same whatever the backlog behind a key.
             claim: format!(
                 "WITH blocked AS MATERIALIZED ( \
-                   SELECT topic, event_key, min(seq) AS from_seq FROM {table} \
-                   WHERE status = 'pending' AND lease_until IS NOT NULL AND lease_until > now() \
-                   GROUP BY topic, event_key), \
+                   SELECT DISTINCT topic, event_key FROM {table} \
+                   WHERE status = 'pending' AND lease_until IS NOT NULL AND lease_until > now()), \
                  candidates AS ( \
                    SELECT o.id FROM {table} AS o \
                    WHERE o.status = 'pending' AND (o.lease_until IS NULL OR o.lease_until <= now()) \
                      AND NOT EXISTS (SELECT 1 FROM blocked AS b \
-                       WHERE b.topic = o.topic AND b.event_key = o.event_key AND b.from_seq < o.seq) \
+                       WHERE b.topic = o.topic AND b.event_key = o.event_key) \
                    ORDER BY o.seq LIMIT $2) \
                  UPDATE {table} AS o SET lease_owner = $1, lease_until = now() + make_interval(secs => $3), \
                    retry_count = o.retry_count + 1 \

@@ -92,10 +92,7 @@ impl PgStore {
     fn store_error(&self, error: sqlx::Error) -> StoreError {
         if is_missing_schema(&error) {
             StoreError::MissingMigration {
-                hint: Error::MissingMigration {
-                    table: self.outbox.config().table.quoted(),
-                }
-                .to_string(),
+                hint: Error::from_sqlx(error, &self.outbox.config().table).to_string(),
             }
         } else {
             StoreError::Backend(Box::new(error))

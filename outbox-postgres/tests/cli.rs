@@ -699,9 +699,35 @@ async fn a_missing_table_exits_4_with_one_line_saying_to_run_outbox_migrate() {
         let line = run.assert_fails(4);
         assert_eq!(
             line,
-            "error: the outbox table public.outbox_cli_never_migrated does not exist or is out of date: \
+            "error: the outbox table public.outbox_cli_never_migrated does not exist: \
              run `outbox migrate --table public.outbox_cli_never_migrated`\n",
             "{command:?}"
+        );
+    }
+}
+
+/// A table made by another tool, without this version's columns: `migrate` cannot fix it, so the error does
+/// not suggest it.
+#[tokio::test]
+async fn a_table_without_the_outbox_columns_exits_4_and_points_at_the_migration_file() {
+    let pool = pool().await;
+    sqlx::raw_sql(
+        "DROP TABLE IF EXISTS public.outbox_cli_foreign; CREATE TABLE public.outbox_cli_foreign (id uuid PRIMARY KEY)",
+    )
+    .execute(&pool)
+    .await
+    .expect("a foreign table");
+    for command in [&["status"][..], &["dead", "list"], &["replay", "--all"]] {
+        let mut args = vec!["--table", "public.outbox_cli_foreign"];
+        args.extend_from_slice(command);
+        let run = outbox_cli(&args);
+        let line = run.assert_fails(4);
+        assert!(
+            line.starts_with(
+                "error: the outbox table public.outbox_cli_foreign lacks columns this version uses"
+            ) && line.contains("migrations/0001_outbox.sql")
+                && !line.contains("run `outbox migrate"),
+            "{command:?}: {line}"
         );
     }
 }

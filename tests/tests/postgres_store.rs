@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use outbox_core::memory::MemoryTransport;
 use outbox_core::{
-    Completion, LeaseOwner, OutboxEvent, Relay, RelayConfig, RelayError, RetryPolicy, Store,
-    StoreError,
+    Completion, DeadLetter, LeaseOwner, OutboxEvent, Relay, RelayConfig, RelayError, RetryPolicy,
+    Store, StoreError,
 };
 use outbox_postgres::{Error, PgOutboxConfig, PgStore, ReplaySelector, TableName};
 use serde::Serialize;
@@ -674,4 +674,78 @@ async fn a_replay_from_another_process_is_not_overtaken_by_a_later_event_of_its_
         .map(|m| m.payload["n"].as_u64().unwrap_or(0))
         .collect();
     assert_eq!(k, vec![1, 2], "the replayed event first");
+}
+
+/// A dead letter replayed while a later event of its key is in flight waits for it: one key never has two
+/// events in flight, whichever comes first in the outbox.
+#[tokio::test]
+async fn a_replay_waits_while_a_later_event_of_its_key_is_in_flight() {
+    let pool = common::pool().await;
+    let config = common::fresh_outbox(&pool, "replay_in_flight").await;
+    let outbox = common::outbox(&config);
+    let store = PgStore::new(pool.clone(), config.clone());
+    let mut tx = pool.begin().await.expect("begin");
+    let k1 = outbox
+        .enqueue(&mut tx, &step("k", 1))
+        .await
+        .expect("enqueue");
+    let k2 = outbox
+        .enqueue(&mut tx, &step("k", 2))
+        .await
+        .expect("enqueue");
+    tx.commit().await.expect("commit");
+    // k1 is dead-lettered; k2 is then claimed by a relay that is still publishing it.
+    let (dead_owner, busy_owner) = (LeaseOwner::random(), LeaseOwner::random());
+    let first = store
+        .claim_batch(dead_owner, 1, Duration::from_secs(30))
+        .await
+        .expect("claim");
+    assert_eq!(first[0].id, k1);
+    store
+        .complete(
+            dead_owner,
+            &Completion {
+                dead_letters: vec![DeadLetter {
+                    id: k1,
+                    error: "refused".into(),
+                }],
+                ..Completion::default()
+            },
+        )
+        .await
+        .expect("dead-letter");
+    let in_flight = store
+        .claim_batch(busy_owner, 10, Duration::from_secs(30))
+        .await
+        .expect("claim");
+    assert_eq!(in_flight.iter().map(|e| e.id).collect::<Vec<_>>(), vec![k2]);
+
+    store
+        .replay(ReplaySelector::Ids(vec![k1]))
+        .await
+        .expect("replay");
+    let while_busy = store
+        .claim_batch(LeaseOwner::random(), 10, Duration::from_secs(30))
+        .await
+        .expect("claim");
+    assert!(
+        while_busy.is_empty(),
+        "the replayed event must wait for its key's event in flight: {while_busy:?}"
+    );
+
+    store
+        .complete(
+            busy_owner,
+            &Completion {
+                published: vec![k2],
+                ..Completion::default()
+            },
+        )
+        .await
+        .expect("mark");
+    let after = store
+        .claim_batch(LeaseOwner::random(), 10, Duration::from_secs(30))
+        .await
+        .expect("claim");
+    assert_eq!(after.iter().map(|e| e.id).collect::<Vec<_>>(), vec![k1]);
 }

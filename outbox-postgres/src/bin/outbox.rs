@@ -181,9 +181,15 @@ impl Failure {
     fn from_error(error: Error, table: &TableName) -> Failure {
         match error {
             Error::MissingMigration { .. } => Failure::MissingTable(format!(
-                "the outbox table {} does not exist or is out of date: run `outbox migrate{}`",
+                "the outbox table {} does not exist: run `outbox migrate{}`",
                 display_table(table),
                 table_flag(table)
+            )),
+            Error::OutdatedTable { .. } => Failure::MissingTable(format!(
+                "the outbox table {} lacks columns this version uses: compare it with \
+                 outbox-postgres/migrations/0001_outbox.sql (`outbox migrate` creates missing tables, it does not \
+                 change existing ones)",
+                display_table(table)
             )),
             Error::NotDeadLetters { .. } => Failure::NotFound(error.to_string()),
             Error::InvalidIdentifier(_) => Failure::Usage(error.to_string()),
