@@ -356,7 +356,19 @@ async fn dead_show_prints_everything_stored_about_a_dead_letter() {
     let ids = f.enqueue("orders", "order.placed.v1", 2, Some("k1")).await;
     f.make_dead(&ids[1..], "broker refused: record too large")
         .await;
+    f.make_dead(&ids[..1], "delivery failed\ncaused by: broker down")
+        .await;
     let id = ids[1].to_string();
+
+    // A multi-line error stays inside its field.
+    let first = f.cli(&["dead", "show", &ids[0].to_string()]);
+    assert!(
+        first
+            .assert_ok()
+            .contains("last error: delivery failed\n            caused by: broker down\nheaders:"),
+        "{}",
+        first.stdout
+    );
 
     let doc = f.cli(&["dead", "show", &id, "--json"]).json();
     assert_eq!(doc["id"], id);
@@ -808,6 +820,12 @@ fn usage_errors_exit_2_with_one_line() {
         "error: no database URL: pass --database-url or set DATABASE_URL\n"
     );
     run_with_env(&["--database-url", "not a url", "status"], None).assert_fails(2);
+    let empty = run_with_env(&["status"], Some(""));
+    assert_eq!(
+        empty.assert_fails(2),
+        "error: no database URL: pass --database-url or set DATABASE_URL\n",
+        "an empty DATABASE_URL is no URL"
+    );
 }
 
 #[test]

@@ -253,9 +253,13 @@ fn clap_error_line(error: &clap::Error) -> String {
 
 /// Runs the command and returns what to print on stdout.
 async fn run(cli: &Cli) -> Result<String, Failure> {
-    let url = cli.database_url.as_deref().ok_or_else(|| {
-        Failure::Usage("no database URL: pass --database-url or set DATABASE_URL".into())
-    })?;
+    let url = cli
+        .database_url
+        .as_deref()
+        .filter(|url| !url.trim().is_empty())
+        .ok_or_else(|| {
+            Failure::Usage("no database URL: pass --database-url or set DATABASE_URL".into())
+        })?;
     let options: PgConnectOptions = url
         .parse()
         .map_err(|e| Failure::Usage(format!("invalid database URL: {e}")))?;
@@ -535,6 +539,8 @@ impl Output<'_> {
             ];
             let mut text = String::new();
             for (name, value) in fields {
+                // A multi-line value (an error with a cause chain) stays inside its field.
+                let value = value.replace('\n', "\n            ");
                 text.push_str(&format!("{:<12}{value}\n", format!("{name}:")));
             }
             let pretty = serde_json::to_string_pretty(&payload).unwrap_or_default();
