@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::error::Error;
 use crate::sql::DeadSelection;
-use crate::store::{DeadEvent, PgStore, ReplaySelector};
+use crate::store::{secs, DeadEvent, PgStore, ReplaySelector};
 
 /// The longest `published_before` a purge subtracts from `now()`: 5000 years (PostgreSQL's timestamps start in
 /// 4713 BC); longer ones are clamped to it.
@@ -424,11 +424,7 @@ pub(crate) fn dead_event(row: &PgRow) -> Result<DeadEvent, sqlx::Error> {
     })
 }
 
-fn count(row: &PgRow, column: &str) -> Result<u64, sqlx::Error> {
+/// A `count(*)` column as a count.
+pub(crate) fn count(row: &PgRow, column: &str) -> Result<u64, sqlx::Error> {
     Ok(row.try_get::<i64, _>(column)?.max(0) as u64)
-}
-
-/// A database-measured age in seconds; a negative one (clock adjustments) counts as zero.
-fn secs(seconds: f64) -> Duration {
-    Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(Duration::MAX)
 }

@@ -163,9 +163,10 @@ fn seconds(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-/// Seconds from the database as a duration; negative (clock steps) and non-finite values count as zero.
-fn secs(s: f64) -> Duration {
-    Duration::try_from_secs_f64(s.max(0.0)).unwrap_or_default()
+/// A database-measured age in seconds as a duration; a negative one (clock adjustments) counts as zero, one too
+/// large for a duration as the largest.
+pub(crate) fn secs(seconds: f64) -> Duration {
+    Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(Duration::MAX)
 }
 
 #[async_trait]
@@ -333,8 +334,8 @@ impl Store for PgStore {
             .map(|row| -> Result<TopicBacklog, sqlx::Error> {
                 Ok(TopicBacklog {
                     topic: row.try_get("topic")?,
-                    pending: row.try_get::<i64, _>("pending")?.max(0) as u64,
-                    dead: row.try_get::<i64, _>("dead")?.max(0) as u64,
+                    pending: crate::admin::count(&row, "pending")?,
+                    dead: crate::admin::count(&row, "dead")?,
                     oldest_pending_age: row.try_get::<Option<f64>, _>("oldest_secs")?.map(secs),
                 })
             })
