@@ -376,6 +376,12 @@ async fn drain_rate(
     rate
 }
 
+/// Fills `cfg` with `total` 1 KiB events and drains them with a transport that acknowledges at once.
+async fn noop_drain_rate(pool: &PgPool, cfg: &PgOutboxConfig, total: u64) -> f64 {
+    fill_backlog(pool, cfg, total, PAYLOAD_1K, "bench.drain").await;
+    drain_rate(pool, cfg, NoopTransport, total).await
+}
+
 /// The raw librdkafka rate: the same messages handed to a producer at once, then every acknowledgement awaited.
 async fn raw_producer_rate(brokers: &str, n: u64, payload: usize) -> f64 {
     let producer: FutureProducer = rdkafka::ClientConfig::new()
@@ -690,15 +696,7 @@ async fn main() {
         sizes.drain_backlog
     );
     let drain = config("bench_drain");
-    fill_backlog(
-        &pool,
-        &drain,
-        sizes.drain_backlog,
-        PAYLOAD_1K,
-        "bench.drain",
-    )
-    .await;
-    let noop = drain_rate(&pool, &drain, NoopTransport, sizes.drain_backlog).await;
+    let noop = noop_drain_rate(&pool, &drain, sizes.drain_backlog).await;
     let raw = raw_producer_rate(&brokers, sizes.drain_backlog, PAYLOAD_1K).await;
     fill_backlog(
         &pool,
@@ -771,27 +769,11 @@ async fn main() {
     // Last, because the recorder is global: the same no-op drain without and then with a Prometheus recorder
     // taking every metric (per-batch counters by topic and event type, a latency per event, the backlog query).
     eprintln!("- metrics overhead: a no-op drain without and with a Prometheus recorder");
-    fill_backlog(
-        &pool,
-        &drain,
-        sizes.drain_backlog,
-        PAYLOAD_1K,
-        "bench.drain",
-    )
-    .await;
-    let bare = drain_rate(&pool, &drain, NoopTransport, sizes.drain_backlog).await;
+    let bare = noop_drain_rate(&pool, &drain, sizes.drain_backlog).await;
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .expect("install the Prometheus recorder");
-    fill_backlog(
-        &pool,
-        &drain,
-        sizes.drain_backlog,
-        PAYLOAD_1K,
-        "bench.drain",
-    )
-    .await;
-    let measured = drain_rate(&pool, &drain, NoopTransport, sizes.drain_backlog).await;
+    let measured = noop_drain_rate(&pool, &drain, sizes.drain_backlog).await;
     assert!(
         prometheus
             .render()
